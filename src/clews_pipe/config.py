@@ -1,0 +1,73 @@
+"""YAML configs with a typed schema and OmegaConf dotlist overrides.
+
+Every stage declares its schema as dataclasses; ``load_config`` merges the YAML file and the
+``key=value`` overrides onto the schema and turns OmegaConf's validation errors (unknown key,
+wrong type, missing file) into one :class:`ClewsError` line that names the key.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Sequence, TypeVar
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from clews_pipe.errors import ClewsError
+
+T = TypeVar("T")
+
+
+def _one_line(exc: OmegaConfBaseException, where: str) -> str:
+    msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    key = getattr(exc, "full_key", None)
+    if key:
+        return f"{where}: config key '{key}': {msg}"
+    return f"{where}: {msg}"
+
+
+def load_config(
+    schema: type[T] | None,
+    path: str | Path | None = None,
+    overrides: Sequence[str] = (),
+    *,
+    base: dict[str, Any] | None = None,
+) -> DictConfig:
+    """Load ``path`` (YAML) over ``schema`` (a dataclass type), then apply dotlist ``overrides``.
+
+    Returns a structured ``DictConfig`` (attribute access, typed, read-write).
+    Raises :class:`ClewsError` with one line on any problem.
+    """
+    try:
+        conf = OmegaConf.structured(schema) if schema is not None else OmegaConf.create({})
+        if base:
+            conf = OmegaConf.merge(conf, OmegaConf.create(base))
+        if path is not None:
+            p = Path(path)
+            if not p.is_file():
+                raise ClewsError(f"{p}: config file not found")
+            try:
+                loaded = OmegaConf.load(p)
+            except Exception as exc:  # yaml errors come in many types
+                first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                raise ClewsError(f"{p}: not a readable YAML config ({first})") from None
+            try:
+                conf = OmegaConf.merge(conf, loaded)
+            except OmegaConfBaseException as exc:
+                raise ClewsError(_one_line(exc, str(p))) from None
+        for item in overrides:
+            if "=" not in item:
+                raise ClewsError(f"override '{item}': expected key=value")
+        if overrides:
+            try:
+                conf = OmegaConf.merge(conf, OmegaConf.from_dotlist(list(overrides)))
+            except OmegaConfBaseException as exc:
+                raise ClewsError(_one_line(exc, "overrides")) from None
+        return conf  # type: ignore[return-value]
+    except OmegaConfBaseException as exc:
+        raise ClewsError(_one_line(exc, str(path) if path else "config")) from None
+
+
+def to_yaml(conf: Any) -> str:
+    """The resolved config as YAML text (what run directories store)."""
+    return OmegaConf.to_yaml(conf, resolve=True)

@@ -1,0 +1,1 @@
+"""Reductions, tiled distance matrices, metrics, track- and segment-level protocols."""

@@ -1,0 +1,1 @@
+"""Catalogs, audio decoding and the Dask extraction job."""

@@ -1,0 +1,1 @@
+"""CLEWS model, loss, batch construction, Fabric loop, checkpoints."""
