@@ -1,0 +1,211 @@
+"""Batched constant-Q-domain augmentations for CLEWS training (FACTS.md, "CQ augmentations").
+
+Each transform takes a whole batch, ``(N, bins, frames)`` or ``(N, S, bins, frames)``, on any
+device, and draws every random number from a ``torch.Generator`` passed in, so the same seed
+gives the same augmented batch. The per-item random numbers are tiny tensors drawn on the
+generator's device and then moved to the data's device; the heavy work runs on the data's device.
+
+Granularity follows the published ``lib/augmentations.py`` (``Augment.cqgram``): a 4-D batch
+(tracks, shingles, bins, frames) is flattened to (tracks·shingles, bins, frames) and every
+*shingle* gets its own random decision and parameters. The three transforms are applied in a
+random order drawn once per call, as the published code does.
+
+- SpecAugment: with probability ``p`` per item, one contiguous band of up to ``max_freq`` of the
+  bins (at least one) and one contiguous band of up to ``max_time`` of the frames are set to 0
+  (union of the two bands, the published ``full: true`` mode).
+- Time stretch: with probability ``p`` per item, resample along time by a factor
+  ``U(min, max)`` (bilinear with antialiasing, as torchvision ``Resize``), then repeat-pad and
+  randomly crop back to the original frame count. Factors are quantised to a fixed grid of
+  ``n_factor_bins`` values so the number of ``F.interpolate`` calls does not grow with the batch.
+- Pitch roll: with probability ``p`` per item, shift along the bin axis by ``k ~ U{-max..max}``
+  bins (positive = up), filling the vacated bins with 0.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+
+@dataclass(frozen=True)
+class AugmentParams:
+    """Probabilities and ranges; defaults are the SHS100K training probabilities."""
+
+    specaugment_p: float = 0.4
+    specaugment_max_freq: float = 0.15
+    specaugment_max_time: float = 0.15
+    timestretch_p: float = 0.3
+    timestretch_min: float = 0.6
+    timestretch_max: float = 1.8
+    pitchroll_p: float = 0.5
+    pitchroll_max: int = 12
+    timestretch_bins: int = 16
+
+    @classmethod
+    def from_config(cls, augment_conf) -> "AugmentParams":
+        """From the training config's ``augment`` section (OmegaConf node or plain mapping)."""
+
+        def section(name):
+            value = augment_conf[name] if name in augment_conf else None
+            return value if value is not None else {}
+
+        spec, stretch, roll = section("specaugment"), section("timestretch"), section("pitchroll")
+        default = cls()
+
+        def get(node, key, fallback):
+            return node[key] if key in node and node[key] is not None else fallback
+
+        return cls(
+            specaugment_p=float(get(spec, "p", 0.0)),
+            specaugment_max_freq=float(get(spec, "max_freq", default.specaugment_max_freq)),
+            specaugment_max_time=float(get(spec, "max_time", default.specaugment_max_time)),
+            timestretch_p=float(get(stretch, "p", 0.0)),
+            timestretch_min=float(get(stretch, "min", default.timestretch_min)),
+            timestretch_max=float(get(stretch, "max", default.timestretch_max)),
+            pitchroll_p=float(get(roll, "p", 0.0)),
+            pitchroll_max=int(get(roll, "max", default.pitchroll_max)),
+        )
+
+
+def _uniform(n: int, generator: torch.Generator, device: torch.device) -> torch.Tensor:
+    return torch.rand(n, generator=generator, device=generator.device).to(device)
+
+
+def _integers(low: int, high: int, n: int, generator: torch.Generator, device) -> torch.Tensor:
+    """``n`` integers uniformly in [low, high] (inclusive)."""
+    return torch.randint(low, high + 1, (n,), generator=generator, device=generator.device).to(
+        device
+    )
+
+
+def _flatten(x: torch.Tensor) -> tuple[torch.Tensor, torch.Size]:
+    if x.ndim not in (3, 4):
+        raise ValueError(f"expected (N, bins, frames) or (N, S, bins, frames), got {tuple(x.shape)}")
+    return x.reshape(-1, x.shape[-2], x.shape[-1]), x.shape
+
+
+def spec_augment(
+    x: torch.Tensor,
+    p: float,
+    generator: torch.Generator,
+    max_freq: float = 0.15,
+    max_time: float = 0.15,
+) -> torch.Tensor:
+    """Zero one frequency band and one time band per selected item (masks by broadcasting)."""
+    y, shape = _flatten(x)
+    n, n_bins, n_frames = y.shape
+    dev = y.device
+    flen = (_uniform(n, generator, dev) * max_freq * n_bins).long().clamp(min=1)
+    f0 = (_uniform(n, generator, dev) * (n_bins - flen)).long()
+    tlen = (_uniform(n, generator, dev) * max_time * n_frames).long().clamp(min=1)
+    t0 = (_uniform(n, generator, dev) * (n_frames - tlen)).long()
+    selected = _uniform(n, generator, dev) < p
+    fids = torch.arange(n_bins, device=dev).view(1, -1, 1)
+    tids = torch.arange(n_frames, device=dev).view(1, 1, -1)
+    in_fband = (fids >= f0.view(-1, 1, 1)) & (fids < (f0 + flen).view(-1, 1, 1))
+    in_tband = (tids >= t0.view(-1, 1, 1)) & (tids < (t0 + tlen).view(-1, 1, 1))
+    drop = (in_fband | in_tband) & selected.view(-1, 1, 1)
+    return y.masked_fill(drop, 0).reshape(shape)
+
+
+def pitch_roll(
+    x: torch.Tensor, p: float, generator: torch.Generator, max_shift: int = 12
+) -> torch.Tensor:
+    """Shift each selected item by its own ``k`` bins (zero fill), one gather for the batch."""
+    y, shape = _flatten(x)
+    n, n_bins, _ = y.shape
+    dev = y.device
+    shift = _integers(-max_shift, max_shift, n, generator, dev)
+    selected = _uniform(n, generator, dev) < p
+    shift = torch.where(selected, shift, torch.zeros_like(shift))
+    padded = F.pad(y, (0, 0, max_shift, max_shift))  # zeros above and below the bin axis
+    # output bin c takes input bin c - k, i.e. padded row c - k + max_shift
+    rows = torch.arange(n_bins, device=dev).view(1, -1) - shift.view(-1, 1) + max_shift
+    items = torch.arange(n, device=dev).view(-1, 1)
+    return padded[items, rows].reshape(shape)
+
+
+def time_stretch(
+    x: torch.Tensor,
+    p: float,
+    generator: torch.Generator,
+    min_factor: float = 0.6,
+    max_factor: float = 1.8,
+    n_factor_bins: int = 16,
+) -> torch.Tensor:
+    """Resample selected items along time by a per-item factor, then repeat-pad / crop back.
+
+    Factors ``U(min_factor, max_factor)`` are rounded to the nearest of ``n_factor_bins``
+    equally spaced values, so at most ``n_factor_bins`` interpolation calls run per batch.
+    """
+    y, shape = _flatten(x)
+    n, n_bins, n_frames = y.shape
+    dev = y.device
+    grid = torch.linspace(min_factor, max_factor, max(n_factor_bins, 1), device=dev)
+    raw = min_factor + (max_factor - min_factor) * _uniform(n, generator, dev)
+    which = (raw.view(-1, 1) - grid.view(1, -1)).abs().argmin(dim=1)
+    crop_u = _uniform(n, generator, dev)
+    selected = _uniform(n, generator, dev) < p
+    out = y.clone()
+    for b in torch.unique(which[selected]).tolist():
+        items = torch.nonzero(selected & (which == b)).flatten()
+        length = max(int(n_frames * float(grid[b])), 1)
+        if length == n_frames:
+            continue
+        stretched = F.interpolate(
+            y[items].unsqueeze(1).float(),
+            size=(n_bins, length),
+            mode="bilinear",
+            align_corners=False,
+            antialias=True,
+        ).squeeze(1)
+        # repeat-pad to a whole number of copies ≥ n_frames, then crop n_frames at a random offset
+        padded_len = -(-n_frames // length) * length
+        slack = padded_len - n_frames
+        offset = (crop_u[items] * (slack + 1)).long().clamp(max=slack)
+        t = (offset.view(-1, 1) + torch.arange(n_frames, device=dev).view(1, -1)) % length
+        index = t.view(-1, 1, n_frames).expand(-1, n_bins, -1)
+        out[items] = torch.gather(stretched, 2, index).to(y.dtype)
+    return out.reshape(shape)
+
+
+class Augmenter:
+    """Applies the three CQ augmentations of the config to whole batches, in a random order."""
+
+    def __init__(self, params: AugmentParams):
+        self.params = params
+
+    @classmethod
+    def from_config(cls, augment_conf) -> "Augmenter":
+        return cls(AugmentParams.from_config(augment_conf))
+
+    @property
+    def active(self) -> bool:
+        prm = self.params
+        return max(prm.specaugment_p, prm.timestretch_p, prm.pitchroll_p) > 0
+
+    def __call__(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        prm = self.params
+        steps = []
+        if prm.specaugment_p > 0:
+            steps.append(
+                lambda y: spec_augment(
+                    y, prm.specaugment_p, generator, prm.specaugment_max_freq,
+                    prm.specaugment_max_time,
+                )
+            )
+        if prm.timestretch_p > 0:
+            steps.append(
+                lambda y: time_stretch(
+                    y, prm.timestretch_p, generator, prm.timestretch_min, prm.timestretch_max,
+                    prm.timestretch_bins,
+                )
+            )
+        if prm.pitchroll_p > 0:
+            steps.append(lambda y: pitch_roll(y, prm.pitchroll_p, generator, prm.pitchroll_max))
+        order = torch.randperm(len(steps), generator=generator, device=generator.device).tolist()
+        for i in order:
+            x = steps[i](x)
+        return x
