@@ -16,6 +16,7 @@ from clews_pipe.errors import ClewsError
 
 # One entry per command-group module (clews_pipe.cli.<name>).
 COMMAND_MODULES: list[str] = [
+    "extract",
 ]
 
 
@@ -27,6 +28,12 @@ def build_app() -> typer.Typer:
         add_completion=False,
         pretty_exceptions_enable=False,
     )
+
+    @app.callback()
+    def _group() -> None:
+        # a callback keeps the app a command group even while only one command is registered
+        pass
+
     for name in COMMAND_MODULES:
         importlib.import_module(f"clews_pipe.cli.{name}").register(app)
     return app

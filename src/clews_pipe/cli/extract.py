@@ -1,0 +1,50 @@
+"""``clews-pipe extract``: audio → CQT → feature store, as a Dask job."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+
+def extract(
+    overrides: Optional[List[str]] = typer.Argument(None, help="config overrides key=value (e.g. part_size=32)"),
+    dataset: Optional[str] = typer.Option(None, "--dataset", help="discogs-vi | shs100k | folder"),
+    meta: Optional[Path] = typer.Option(None, "--meta", help="metadata: split JSONs (DVI) or the SHS100K list dir"),
+    audio: Optional[Path] = typer.Option(None, "--audio", help="audio root directory"),
+    out: Optional[Path] = typer.Option(None, "--out", help="feature store to create or extend"),
+    backend: Optional[str] = typer.Option(None, "--backend", help="zarr (default) | hdf5"),
+    workers: Optional[int] = typer.Option(None, "--workers", help="LocalCluster worker processes (default: one per core)"),
+    scheduler: Optional[str] = typer.Option(None, "--scheduler", help="attach to a running Dask scheduler at ADDRESS"),
+    cluster: Optional[str] = typer.Option(None, "--cluster", help="local (default) | slurm (dask-jobqueue)"),
+    config: Optional[Path] = typer.Option(None, "--config", help="YAML config (configs/extract-local.yaml)"),
+    print_job_script: bool = typer.Option(False, "--print-job-script", help="print the SLURM worker job script and exit"),
+    quiet: bool = typer.Option(False, "--quiet", help="no progress bar"),
+) -> None:
+    """Extract CQT features of every catalog track into STORE (reruns only do what is missing)."""
+    from clews_pipe.pipeline.extract_config import load_extract_config
+
+    conf = load_extract_config(
+        config, overrides or [],
+        dataset=dataset, meta=meta, audio=audio, out=out, backend=backend, workers=workers,
+        scheduler=scheduler, cluster=cluster, progress=False if quiet else None,
+    )
+    if print_job_script:
+        from clews_pipe.pipeline.cluster import slurm_job_script
+
+        typer.echo(slurm_job_script(conf))
+        return
+
+    from clews_pipe.pipeline.extract_job import run_extract
+    from clews_pipe.pipeline.extract_report import ExtractProgress, print_summary
+
+    with ExtractProgress(enabled=bool(conf.progress)) as progress:
+        summary = run_extract(conf, on_start=progress.start, on_part=progress.part_done)
+    print_summary(summary)
+    if summary["lost_parts"]:
+        raise typer.Exit(1)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("extract", context_settings={"allow_interspersed_args": True})(extract)

@@ -1,0 +1,329 @@
+"""The extraction job: catalog → decode → CQT → feature store, as one Dask task per store part.
+
+``run_extract(conf)`` is the library entry point behind ``clews-pipe extract``:
+
+1. load the catalog, open (or create) the store, and drop the tracks the store already has;
+2. record the tracks whose audio is missing (once: an unchanged missing record is not rewritten);
+3. group the remaining tracks into parts of ``part_size`` tracks, balanced by audio file size;
+4. run ``extract_part`` for every part on the Dask cluster (``retries`` recompute a part whose
+   worker died); each task decodes + CQTs its tracks and writes its part atomically;
+5. gather the small per-part summaries as they complete (progress bar), then consolidate the index.
+
+A bad track never kills its task: it becomes a record with status "failed" and the reason.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import os
+import re
+import socket
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Callable, Optional
+
+import numpy as np
+import pandas as pd
+from omegaconf import DictConfig
+
+from clews_pipe.errors import ClewsError
+
+# the catalog columns a task needs to build its store records
+RECORD_FIELDS = ("track_id", "clique", "version", "split", "title", "artist", "path")
+STATUSES = ("ok", "truncated", "failed", "missing")
+
+
+# ----------------------------------------------------------------------------------------------
+# worker side
+
+
+@functools.lru_cache(maxsize=4)
+def _worker_extractor(cqt_items: tuple):
+    """One CQTExtractor per worker process (kernels built once, reused by every task)."""
+    from clews_pipe.features.cqt import CQTExtractor, CQTParams
+
+    _quiet_worker_libraries()
+    return CQTExtractor(CQTParams(**dict(cqt_items)))
+
+
+def _quiet_worker_libraries() -> None:
+    try:
+        import av.logging
+
+        av.logging.set_level(None)  # libav messages (e.g. "Header missing") stay off the terminal
+    except Exception:  # pragma: no cover - PyAV without the logging module
+        pass
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+
+
+def extract_track(record: dict, extractor, samplerate: int, max_seconds: float) -> tuple[dict, Optional[np.ndarray]]:
+    """Decode + CQT one track. Returns its store record (status ok/truncated/failed) and features."""
+    from clews_pipe.pipeline.audio import AudioDecodeError, decode_audio
+
+    out = {key: str(record.get(key, "")) for key in RECORD_FIELDS}
+    out.update(duration=0.0, status="failed", error="")
+    try:
+        decoded = decode_audio(record["path"], samplerate=samplerate, max_seconds=max_seconds)
+    except AudioDecodeError as exc:
+        out["error"] = str(exc).strip().splitlines()[0] if str(exc).strip() else "undecodable audio"
+        return out, None
+    except Exception as exc:  # any decoder crash is this track's failure, not the task's
+        out["error"] = f"decode failed: {_one_line(exc)}"
+        return out, None
+    out["duration"] = float(decoded.duration)
+    try:
+        features = extractor(decoded.waveform)
+    except Exception as exc:
+        out["error"] = f"CQT failed on {decoded.duration:.2f} s of audio: {_one_line(exc)}"
+        return out, None
+    if features.shape[0] == 0:
+        out["error"] = f"no CQT frames from {decoded.duration:.2f} s of audio"
+        return out, None
+    if decoded.truncated:
+        out["status"], out["error"] = "truncated", decoded.note
+    else:
+        out["status"] = "ok"
+    return out, features
+
+
+def extract_part(records: list[dict], settings: dict) -> dict:
+    """Dask task: extract ``records`` and write them as store part ``settings['part_name']``.
+
+    Returns a small summary (counts, seconds of audio, failures) for the driver's progress bar.
+    """
+    import torch
+
+    from clews_pipe.features.store import create_store
+
+    started = time.perf_counter()
+    torch.set_num_threads(int(settings["torch_threads"]))
+    extractor = _worker_extractor(tuple(sorted(settings["cqt_params"].items())))
+    out_records: list[dict] = []
+    features: list[Optional[np.ndarray]] = []
+    for record in records:
+        rec, feats = extract_track(record, extractor, int(settings["samplerate"]), float(settings["max_seconds"]))
+        out_records.append(rec)
+        features.append(feats)
+    writer = create_store(settings["store"], backend=settings["backend"], cqt_params=settings["cqt_params"])
+    writer.write_part(settings["part_name"], out_records, features)
+    return _part_summary(settings["part_name"], out_records, time.perf_counter() - started)
+
+
+def _part_summary(part_name: str, records: list[dict], seconds: float) -> dict:
+    statuses = [r["status"] for r in records]
+    return {
+        "part": part_name,
+        "tracks": len(records),
+        "counts": {s: statuses.count(s) for s in STATUSES},
+        "audio_seconds": float(sum(r["duration"] for r in records if r["status"] in ("ok", "truncated"))),
+        "failed": [{"track_id": r["track_id"], "path": r["path"], "error": r["error"]}
+                   for r in records if r["status"] == "failed"],
+        "seconds": seconds,
+    }
+
+
+# ----------------------------------------------------------------------------------------------
+# driver side
+
+
+def balanced_parts(sizes: np.ndarray, part_size: int) -> list[np.ndarray]:
+    """Split track positions into ``ceil(n / part_size)`` parts of near-equal count and total size.
+
+    Tracks are dealt largest first in a snake order (0,1,..,k-1,k-1,..,0,...), so every part gets
+    one track of each size rank band: counts differ by at most one, sizes stay close.
+    Returns the positions of each part, ascending.
+    """
+    n = int(len(sizes))
+    if n == 0:
+        return []
+    n_parts = math.ceil(n / part_size)
+    order = np.argsort(-np.asarray(sizes, dtype=np.float64), kind="stable")
+    rank = np.arange(n)
+    lap, pos = np.divmod(rank, n_parts)
+    part_of_rank = np.where(lap % 2 == 0, pos, n_parts - 1 - pos)
+    part_of_track = np.empty(n, dtype=np.int64)
+    part_of_track[order] = part_of_rank
+    by_part = np.argsort(part_of_track, kind="stable")
+    bounds = np.searchsorted(part_of_track[by_part], np.arange(n_parts + 1))
+    return [by_part[bounds[k]:bounds[k + 1]] for k in range(n_parts)]
+
+
+def _file_size(path: str) -> int:
+    try:
+        return os.stat(path).st_size
+    except OSError:
+        return 0
+
+
+def file_sizes(paths: list[str], threads: int = 16) -> np.ndarray:
+    """Sizes of ``paths`` in bytes (0 when unreadable); stat calls overlap on network filesystems."""
+    if not paths:
+        return np.zeros(0, dtype=np.int64)
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        return np.fromiter(pool.map(_file_size, paths, chunksize=256), dtype=np.int64, count=len(paths))
+
+
+def run_tag() -> str:
+    """A part-name prefix unique to this run (time, host, pid): runs never overwrite each other."""
+    host = re.sub(r"[^A-Za-z0-9]", "", socket.gethostname())[:12] or "host"
+    return f"{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{host}-{os.getpid()}"
+
+
+def _cqt_params(conf: DictConfig) -> dict:
+    from clews_pipe.features.cqt import CQTParams
+
+    return CQTParams(samplerate=int(conf.samplerate)).to_dict()
+
+
+def _records(frame: pd.DataFrame) -> list[dict]:
+    return frame.loc[:, list(RECORD_FIELDS)].to_dict(orient="records")
+
+
+def _recorded_missing(store_path: str) -> dict[str, str]:
+    """track_id → error of the tracks the store already records as missing."""
+    from clews_pipe.features.store import open_store
+
+    try:
+        store = open_store(store_path)
+    except ClewsError:
+        return {}
+    try:
+        index = store.index
+        missing = index[index["status"] == "missing"]
+        return dict(zip(missing.index.astype(str), missing["error"].astype(str)))
+    finally:
+        store.close()
+
+
+def _missing_records(catalog: pd.DataFrame, done: set[str], store_path: str) -> list[dict]:
+    missing = catalog[(catalog["status"] == "missing") & ~catalog["track_id"].isin(done)]
+    if missing.empty:
+        return []
+    known = _recorded_missing(store_path)
+    unchanged = np.array([known.get(t) == e for t, e in zip(missing["track_id"], missing["error"])], dtype=bool)
+    missing = missing[~unchanged]
+    records = _records(missing)
+    for record, error in zip(records, missing["error"].astype(str)):
+        record.update(duration=0.0, status="missing", error=error or "audio file not found")
+    return records
+
+
+def plan_parts(pending: pd.DataFrame, part_size: int, balance: bool) -> list[list[dict]]:
+    """The pending tracks grouped into store parts (balanced by file size when ``balance``)."""
+    if pending.empty:
+        return []
+    records = _records(pending)
+    if balance:
+        groups = balanced_parts(file_sizes([r["path"] for r in records]), part_size)
+        return [[records[i] for i in group] for group in groups]
+    return [records[k:k + part_size] for k in range(0, len(records), part_size)]
+
+
+def run_extract(conf: DictConfig, on_start: Optional[Callable[[int, int], None]] = None,
+                on_part: Optional[Callable[[dict], None]] = None) -> dict:
+    """Run the whole extraction job described by ``conf`` (see ExtractConfig); returns its summary.
+
+    ``on_start(n_parts, n_tracks)`` is called before the first task, ``on_part(part_summary)``
+    each time a part completes (the CLI's progress bar). Raises ClewsError for a wrong path,
+    unreadable metadata or an unwritable store; failed tracks are recorded, not raised.
+    """
+    from clews_pipe.features.store import create_store
+    from clews_pipe.pipeline.catalogs import load_catalog
+
+    if not conf.out:
+        raise ClewsError("no output store given (--out STORE)")
+    if not conf.audio:
+        raise ClewsError("no audio root given (--audio PATH)")
+    started = time.perf_counter()
+    store_path = str(Path(conf.out).expanduser().resolve())
+    catalog = load_catalog(conf.dataset, conf.meta, conf.audio, splits=tuple(conf.splits))
+    cqt_params = _cqt_params(conf)
+    writer = create_store(store_path, backend=conf.backend, cqt_params=cqt_params,
+                          attrs={"dataset": conf.dataset, "samplerate": int(conf.samplerate),
+                                 "max_seconds": float(conf.max_seconds)})
+    done = writer.done_track_ids()
+    tag = run_tag()
+
+    missing_records = _missing_records(catalog, done, store_path)
+    if missing_records:
+        writer.write_part(f"{tag}-missing", missing_records, [None] * len(missing_records))
+
+    pending = catalog[(catalog["status"] == "pending") & ~catalog["track_id"].isin(done)]
+    parts = plan_parts(pending, int(conf.part_size), bool(conf.balance))
+    n_planned_tracks = sum(len(p) for p in parts)
+    if conf.max_parts:
+        parts = parts[: int(conf.max_parts)]
+    n_tracks = sum(len(p) for p in parts)
+
+    summary = {
+        "store": store_path,
+        "backend": conf.backend,
+        "catalog_tracks": int(len(catalog)),
+        "already_done": int(catalog["track_id"].isin(done).sum()),
+        "missing_recorded": len(missing_records),
+        "parts": len(parts),
+        "parts_written": 0,
+        "tracks_submitted": n_tracks,
+        "tracks_left_for_rerun": n_planned_tracks - n_tracks,
+        "this_run": {s: 0 for s in STATUSES},
+        "audio_seconds": 0.0,
+        "task_seconds": 0.0,
+        "failed_tracks": [],
+        "lost_parts": [],
+    }
+    summary["this_run"]["missing"] = len(missing_records)
+    job_started = time.perf_counter()
+    if parts:
+        if on_start is not None:
+            on_start(len(parts), n_tracks)
+        _run_parts(conf, store_path, parts, tag, cqt_params, summary, on_part)
+    summary["job_seconds"] = time.perf_counter() - job_started
+
+    index = writer.consolidate()
+    summary["wall_seconds"] = time.perf_counter() - started
+    summary["audio_hours"] = summary["audio_seconds"] / 3600.0
+    summary["realtime_factor"] = summary["audio_seconds"] / summary["job_seconds"] if parts else 0.0
+    counts = index["status"].value_counts()
+    summary["store_totals"] = {s: int(counts.get(s, 0)) for s in STATUSES}
+    stored = index[index["status"].isin(["ok", "truncated"])]
+    summary["store_audio_hours"] = float(pd.to_numeric(stored["duration"]).sum()) / 3600.0
+    return summary
+
+
+def _run_parts(conf: DictConfig, store_path: str, parts: list[list[dict]], tag: str, cqt_params: dict, summary: dict,
+               on_part: Optional[Callable[[dict], None]]) -> None:
+    from distributed import as_completed
+
+    from clews_pipe.pipeline.cluster import dask_client
+
+    names = [f"{tag}-p{k:05d}" for k in range(len(parts))]
+    base = {
+        "store": store_path,
+        "backend": conf.backend,
+        "cqt_params": cqt_params,
+        "samplerate": int(conf.samplerate),
+        "max_seconds": float(conf.max_seconds),
+        "torch_threads": int(conf.torch_threads),
+    }
+    settings = [dict(base, part_name=name) for name in names]
+    with dask_client(conf) as client:
+        futures = client.map(extract_part, parts, settings, key=names, pure=False, retries=int(conf.retries))
+        for future in as_completed(futures):
+            if future.status != "finished":
+                summary["lost_parts"].append({"part": future.key, "error": _one_line(future.exception())})
+                continue
+            part = future.result()
+            summary["parts_written"] += 1
+            for status, count in part["counts"].items():
+                summary["this_run"][status] += count
+            summary["audio_seconds"] += part["audio_seconds"]
+            summary["task_seconds"] += part["seconds"]
+            summary["failed_tracks"].extend(part["failed"])
+            if on_part is not None:
+                on_part(part)

@@ -1,0 +1,118 @@
+"""Terminal reporting of the extraction job: a rich progress bar and the final summary table."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn, \
+    TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+from rich.text import Text
+
+
+class _AudioColumn(ProgressColumn):
+    """Hours of audio extracted so far and the number of failed tracks."""
+
+    def render(self, task) -> Text:
+        hours = task.fields.get("hours", 0.0)
+        failed = task.fields.get("failed", 0)
+        style = "red" if failed else "dim"
+        return Text.assemble((f"{hours:.2f} h audio", "cyan"), "  ", (f"{failed} failed", style))
+
+
+class ExtractProgress:
+    """Progress bar over tracks (advanced once per completed part): tracks, hours, failures, ETA."""
+
+    def __init__(self, console: Optional[Console] = None, enabled: bool = True):
+        self.console = console or Console(stderr=True)
+        self.enabled = enabled
+        self._progress: Optional[Progress] = None
+        self._task = None
+        self._hours = 0.0
+        self._failed = 0
+
+    def start(self, n_parts: int, n_tracks: int) -> None:
+        if not self.enabled:
+            return
+        self._progress = Progress(
+            TextColumn("[bold]extract[/] {task.fields[parts]}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("tracks"),
+            _AudioColumn(),
+            TimeElapsedColumn(),
+            TextColumn("ETA"),
+            TimeRemainingColumn(),
+            console=self.console,
+            transient=False,
+        )
+        self._progress.start()
+        self._task = self._progress.add_task("extract", total=n_tracks, parts=f"0/{n_parts} parts",
+                                             hours=0.0, failed=0)
+        self._n_parts = n_parts
+        self._parts_done = 0
+
+    def part_done(self, part: dict) -> None:
+        if self._progress is None:
+            return
+        self._parts_done += 1
+        self._hours += part["audio_seconds"] / 3600.0
+        self._failed += part["counts"].get("failed", 0)
+        self._progress.update(self._task, advance=part["tracks"], hours=self._hours, failed=self._failed,
+                              parts=f"{self._parts_done}/{self._n_parts} parts")
+
+    def stop(self) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+            self._progress = None
+
+    def __enter__(self) -> "ExtractProgress":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+def summary_table(summary: dict) -> Table:
+    """Tracks per status (this run and whole store), hours of audio, throughput."""
+    table = Table(title=f"clews-pipe extract → {summary['store']} ({summary['backend']})", title_justify="left")
+    table.add_column("")
+    table.add_column("this run", justify="right")
+    table.add_column("store total", justify="right")
+    for status in ("ok", "truncated", "failed", "missing"):
+        table.add_row(f"tracks {status}", str(summary["this_run"][status]), str(summary["store_totals"][status]))
+    table.add_row("already done (skipped)", str(summary["already_done"]), "")
+    if summary["tracks_left_for_rerun"]:
+        table.add_row("left for a rerun (max_parts)", str(summary["tracks_left_for_rerun"]), "")
+    table.add_row("hours of audio", f"{summary['audio_hours']:.2f}", f"{summary['store_audio_hours']:.2f}")
+    table.add_row("parts written", f"{summary['parts_written']}/{summary['parts']}", "")
+    table.add_row("wall time", f"{summary['wall_seconds']:.1f} s", "")
+    if summary["parts"]:
+        table.add_row("throughput", f"{summary['realtime_factor']:.0f}× real time", "")
+    return table
+
+
+def failures_table(summary: dict, limit: int = 50) -> Optional[Table]:
+    failed = summary["failed_tracks"]
+    if not failed:
+        return None
+    table = Table(title=f"failed tracks ({len(failed)})", title_justify="left")
+    table.add_column("track_id")
+    table.add_column("reason")
+    table.add_column("path", overflow="fold")
+    for item in failed[:limit]:
+        table.add_row(item["track_id"], item["error"], item["path"])
+    if len(failed) > limit:
+        table.add_row("…", f"{len(failed) - limit} more: see the store index (status 'failed')", "")
+    return table
+
+
+def print_summary(summary: dict, console: Optional[Console] = None) -> None:
+    console = console or Console()
+    console.print(summary_table(summary))
+    failures = failures_table(summary)
+    if failures is not None:
+        console.print(failures)
+    for lost in summary["lost_parts"]:
+        console.print(f"[red]part {lost['part']} lost[/]: {lost['error']} (a rerun retries its tracks)")
