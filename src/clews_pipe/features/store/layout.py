@@ -1,0 +1,136 @@
+"""On-disk layout of a feature store: paths, ``store.json``, part manifests, atomic writes.
+
+```
+<store>/store.json              format, backend, cqt_params, frame_rate, n_bins, created, attrs
+<store>/index.parquet           consolidated index (optional; written by ``consolidate``)
+<store>/parts/<name>/           one finished part (renamed into place when complete)
+        part.json               manifest: data file, byte offset, n_frames, crc32, write sequence
+        index.parquet           the part's index fragment
+        frames.zarr | frames.h5 the part's frames, (n_frames, n_bins) float16, uncompressed
+<store>/parts/.tmp-<name>-<uuid>/   a part being written (ignored by every reader)
+```
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import uuid
+from pathlib import Path
+
+from clews_pipe.errors import ClewsError
+
+FORMAT_NAME = "clews-pipe-feature-store"
+FORMAT_VERSION = 1
+BACKENDS = ("zarr", "hdf5")
+STORE_META = "store.json"
+CONSOLIDATED_INDEX = "index.parquet"
+PARTS_DIR = "parts"
+PART_MANIFEST = "part.json"
+PART_INDEX = "index.parquet"
+TEMP_PREFIX = ".tmp-"
+DTYPE = "<f2"
+
+_PART_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
+
+
+def check_part_name(name: str) -> str:
+    if not isinstance(name, str) or not _PART_NAME.match(name):
+        raise ClewsError(
+            f"invalid part name {name!r}: use letters, digits, '.', '_', '-' (not starting with '.')"
+        )
+    return name
+
+
+def temp_part_dir(parts_dir: Path, name: str) -> Path:
+    return parts_dir / f"{TEMP_PREFIX}{name}-{uuid.uuid4().hex}"
+
+
+def finished_part_names(parts_dir: Path) -> list[str]:
+    """Names of the finished parts (temporary directories of running/killed writers excluded)."""
+    try:
+        names = os.listdir(parts_dir)
+    except FileNotFoundError:
+        return []
+    return sorted(n for n in names if not n.startswith(".") and (parts_dir / n).is_dir())
+
+
+def temp_part_names(parts_dir: Path) -> list[str]:
+    try:
+        return sorted(n for n in os.listdir(parts_dir) if n.startswith(TEMP_PREFIX))
+    except FileNotFoundError:
+        return []
+
+
+def write_json_atomic(path: Path, obj: dict) -> None:
+    tmp = path.with_name(f"{TEMP_PREFIX}{path.name}-{uuid.uuid4().hex}")
+    with open(tmp, "w") as fh:
+        json.dump(obj, fh, indent=1, sort_keys=True)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def read_json(path: Path, what: str) -> dict:
+    try:
+        with open(path) as fh:
+            obj = json.load(fh)
+    except FileNotFoundError:
+        raise ClewsError(f"{path}: {what} not found") from None
+    except (OSError, ValueError) as exc:
+        raise ClewsError(f"{path}: unreadable {what} ({exc})") from None
+    if not isinstance(obj, dict):
+        raise ClewsError(f"{path}: {what} is not a JSON object")
+    return obj
+
+
+def read_store_meta(root: Path) -> dict:
+    """``store.json`` of the store at ``root``; ClewsError naming ``root`` if it is not a store."""
+    meta_path = root / STORE_META
+    if not meta_path.is_file():
+        raise ClewsError(f"{root}: not a clews-pipe feature store (no {STORE_META})")
+    meta = read_json(meta_path, "store metadata")
+    if meta.get("format") != FORMAT_NAME:
+        raise ClewsError(f"{meta_path}: not a clews-pipe feature store (format={meta.get('format')!r})")
+    if meta.get("version") != FORMAT_VERSION:
+        raise ClewsError(f"{meta_path}: unsupported store format version {meta.get('version')!r}")
+    if meta.get("backend") not in BACKENDS:
+        raise ClewsError(f"{meta_path}: unknown backend {meta.get('backend')!r}")
+    return meta
+
+
+def fsync_tree(directory: Path) -> None:
+    """fsync every file below ``directory`` and the directories themselves (before a rename)."""
+    for dirpath, _dirnames, filenames in os.walk(directory):
+        for name in filenames:
+            fd = os.open(os.path.join(dirpath, name), os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        fsync_dir(Path(dirpath))
+
+
+def fsync_dir(directory: Path) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def tree_bytes(directory: Path) -> int:
+    total = 0
+    for dirpath, _dirnames, filenames in os.walk(directory):
+        for name in filenames:
+            try:
+                total += os.path.getsize(os.path.join(dirpath, name))
+            except OSError:
+                pass
+    return total

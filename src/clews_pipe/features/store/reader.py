@@ -1,0 +1,252 @@
+"""Read-only access to a feature store: the index and memory-mapped frame windows."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from clews_pipe.errors import ClewsError
+from clews_pipe.features.store import index as store_index
+from clews_pipe.features.store import layout
+from clews_pipe.features.store.backends import backend_module
+
+
+def read_manifest(part_dir: Path) -> dict:
+    return layout.read_json(part_dir / layout.PART_MANIFEST, "part manifest")
+
+
+def load_index(root: Path) -> tuple[pd.DataFrame, dict[str, int]]:
+    """Consolidated index plus every finished part not yet in it, latest record per track.
+
+    Returns (index with track_id and seq columns, {part name: seq} of the parts it covers).
+    Temporary (unfinished) parts are ignored.
+    """
+    parts_dir = root / layout.PARTS_DIR
+    consolidated_path = root / layout.CONSOLIDATED_INDEX
+    if consolidated_path.exists():
+        frame, parts = store_index.read_consolidated(consolidated_path)
+    else:
+        frame, parts = store_index.empty_index(), {}
+    new_names = [n for n in layout.finished_part_names(parts_dir) if n not in parts]
+    if not new_names:
+        return frame, dict(parts)
+    pieces = [frame]
+    parts = dict(parts)
+    for name in new_names:
+        manifest = read_manifest(parts_dir / name)
+        seq = int(manifest.get("seq", 0))
+        pieces.append(store_index.read_fragment(parts_dir / name / layout.PART_INDEX, name, seq))
+        parts[name] = seq
+    return store_index.merge_latest(pieces), parts
+
+
+def open_store(path) -> "FeatureStore":
+    """Open the store at ``path`` read-only; ClewsError naming ``path`` if it is not a store."""
+    return FeatureStore(path)
+
+
+class FeatureStore:
+    """A feature store opened for reading.
+
+    ``index``: DataFrame indexed by track_id with the other INDEX_COLUMNS. ``read`` serves a
+    frame window of one track as a read-only view into the part's memory map. Picklable:
+    memory maps are dropped when pickled and reopened lazily.
+    """
+
+    def __init__(self, path):
+        self.root = Path(path)
+        self.meta = layout.read_store_meta(self.root)
+        frame, parts = load_index(self.root)
+        self.part_seqs = parts
+        self.index = frame.drop(columns=[store_index.SEQ_COLUMN]).set_index("track_id")
+        self._reset_caches()
+
+    # -- metadata -------------------------------------------------------------------------
+    @property
+    def backend(self) -> str:
+        return self.meta["backend"]
+
+    @property
+    def cqt_params(self) -> dict:
+        return dict(self.meta["cqt_params"])
+
+    @property
+    def frame_rate(self) -> float:
+        return float(self.meta["frame_rate"])
+
+    @property
+    def n_bins(self) -> int:
+        return int(self.meta["n_bins"])
+
+    @property
+    def attrs(self) -> dict:
+        return dict(self.meta.get("attrs", {}))
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def __contains__(self, track_id) -> bool:
+        return track_id in self.index.index
+
+    def __repr__(self) -> str:
+        return f"FeatureStore({str(self.root)!r}, backend={self.backend!r}, tracks={len(self.index)})"
+
+    # -- pickling / lifetime -----------------------------------------------------------------
+    def _reset_caches(self) -> None:
+        self._maps: dict[str, np.ndarray | None] = {}
+        self._manifests: dict[str, dict] = {}
+        self._lookup = None
+
+    def __getstate__(self) -> dict:
+        return {"root": self.root, "meta": self.meta, "part_seqs": self.part_seqs, "index": self.index}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._reset_caches()
+
+    def close(self) -> None:
+        """Drop the memory maps (they reopen lazily on the next read)."""
+        self._reset_caches()
+
+    def __enter__(self) -> "FeatureStore":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # -- reading ------------------------------------------------------------------------------
+    def _build_lookup(self):
+        part_codes, part_names = pd.factorize(self.index["part"])
+        self._lookup = (
+            part_codes.astype(np.int64),
+            [str(p) for p in part_names],
+            self.index["offset"].to_numpy(np.int64),
+            self.index["n_frames"].to_numpy(np.int64),
+            self.index["status"].isin(store_index.WITH_FEATURES).to_numpy(),
+        )
+        return self._lookup
+
+    def manifest(self, part: str) -> dict:
+        if part not in self._manifests:
+            self._manifests[part] = read_manifest(self.root / layout.PARTS_DIR / part)
+        return self._manifests[part]
+
+    def part_frames(self, part: str):
+        """The whole part as a read-only memory map (or None when it must be read through the
+        backend library because its bytes are not raw, or when it has no frames)."""
+        if part in self._maps:
+            return self._maps[part]
+        manifest = self.manifest(part)
+        mapped = None
+        if manifest.get("raw") and manifest["n_frames"] > 0:
+            data_path = self.root / layout.PARTS_DIR / part / manifest["data_file"]
+            shape = (int(manifest["n_frames"]), int(manifest["n_bins"]))
+            try:
+                mapped = np.memmap(data_path, dtype=layout.DTYPE, mode="r",
+                                   offset=int(manifest["data_offset"]), shape=shape)
+            except (OSError, ValueError) as exc:
+                raise ClewsError(f"{data_path}: cannot memory-map part {part} ({exc})") from None
+        self._maps[part] = mapped
+        return mapped
+
+    def read(self, track_id, start: int = 0, stop: int | None = None) -> np.ndarray:
+        """Frames ``[start:stop]`` (Python slice semantics) of a track: (n, n_bins) float16.
+
+        A read-only view into the memory map (copy it before writing to it).
+        """
+        codes, names, offsets, n_frames, has_features = self._lookup or self._build_lookup()
+        try:
+            row = self.index.index.get_loc(track_id)
+        except KeyError:
+            raise ClewsError(f"track {track_id!r} is not in store {self.root}") from None
+        if not isinstance(row, (int, np.integer)):
+            raise ClewsError(f"track {track_id!r} is indexed more than once in store {self.root}")
+        if not has_features[row]:
+            status = self.index["status"].iat[row]
+            raise ClewsError(f"track {track_id!r} has no features in store {self.root} (status {status})")
+        lo, hi, _ = slice(start, stop).indices(int(n_frames[row]))
+        hi = max(hi, lo)
+        part = names[codes[row]]
+        base = int(offsets[row])
+        if hi == lo:
+            return np.zeros((0, self.n_bins), dtype=np.float16)
+        mapped = self.part_frames(part)
+        if mapped is not None:
+            return mapped[base + lo: base + hi]
+        return backend_module(self.backend).read_frames(self.root / layout.PARTS_DIR / part, base + lo, base + hi)
+
+    # -- queries ------------------------------------------------------------------------------
+    def tracks(self, split: str | None = None, statuses=("ok", "truncated")) -> pd.DataFrame:
+        """Index rows of one split (None: all) whose status is in ``statuses`` (None: any)."""
+        keep = np.ones(len(self.index), dtype=bool)
+        if split is not None:
+            keep &= (self.index["split"] == split).to_numpy()
+        if statuses is not None:
+            keep &= self.index["status"].isin(list(statuses)).to_numpy()
+        return self.index[keep]
+
+    def summary(self, include_problems: bool = False) -> dict:
+        """Counts per split and status, hours of audio, frames, bytes on disk (JSON-ready)."""
+        idx = self.index
+        with_features = idx["status"].isin(store_index.WITH_FEATURES)
+        by_split = idx.groupby(["split", "status"]).size()
+        splits: dict[str, dict[str, int]] = {}
+        for (split, status), count in by_split.items():
+            splits.setdefault(str(split), {s: 0 for s in store_index.STATUSES})[str(status)] = int(count)
+        statuses = {s: int(c) for s, c in idx["status"].value_counts().items()}
+        parts_dir = self.root / layout.PARTS_DIR
+        summary = {
+            "path": str(self.root),
+            "backend": self.backend,
+            "created": self.meta.get("created"),
+            "frame_rate": self.frame_rate,
+            "n_bins": self.n_bins,
+            "cqt_params": self.cqt_params,
+            "tracks": int(len(idx)),
+            "statuses": {s: statuses.get(s, 0) for s in store_index.STATUSES},
+            "splits": splits,
+            "hours": float(idx["duration"].to_numpy()[with_features.to_numpy()].sum() / 3600.0),
+            "frames": int(idx["n_frames"].sum()),
+            "parts": len(self.part_seqs),
+            "unconsolidated_parts": len(set(self.part_seqs) - self._consolidated_parts()),
+            "temporary_parts": len(layout.temp_part_names(parts_dir)),
+            "bytes_on_disk": layout.tree_bytes(self.root),
+        }
+        if include_problems:
+            bad = idx[idx["status"] != "ok"]
+            summary["problems"] = [
+                {"track_id": str(t), "status": str(s), "error": str(e), "path": str(p)}
+                for t, s, e, p in zip(bad.index, bad["status"], bad["error"], bad["path"])
+            ]
+        return summary
+
+    def _consolidated_parts(self) -> set[str]:
+        path = self.root / layout.CONSOLIDATED_INDEX
+        if not path.exists():
+            return set()
+        import json
+
+        import pyarrow.parquet as pq
+
+        meta = pq.read_schema(path).metadata or {}
+        return set(json.loads(meta.get(store_index.PARTS_METADATA_KEY, b"{}")))
+
+    def verify(self) -> list[str]:
+        """One line per problem found (empty list: the store is sound)."""
+        from clews_pipe.features.store.verify import verify_store
+
+        return verify_store(self)
+
+
+def data_path(store: FeatureStore, part: str) -> Path:
+    return store.root / layout.PARTS_DIR / part / store.manifest(part)["data_file"]
+
+
+def file_size(path: Path) -> int | None:
+    try:
+        return os.path.getsize(path)
+    except OSError:
+        return None

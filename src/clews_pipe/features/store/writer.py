@@ -1,0 +1,233 @@
+"""Writing a feature store in parts: each part is built under a temporary name and renamed into
+place only when complete, so independent processes/hosts with distinct part names never clash
+and readers never see half-written data."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+import zlib
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from clews_pipe.errors import ClewsError
+from clews_pipe.features.store import index as store_index
+from clews_pipe.features.store import layout
+from clews_pipe.features.store.backends import backend_module
+
+_RECORD_FIELDS = [c for c in store_index.INDEX_COLUMNS if c not in ("n_frames", "part", "offset")]
+
+
+def frame_rate_of(cqt_params: dict) -> float:
+    hop_length = int(round(float(cqt_params["hoplen"]) * int(cqt_params["samplerate"])))
+    return int(cqt_params["samplerate"]) / (hop_length * int(cqt_params["pool"]))
+
+
+def n_bins_of(cqt_params: dict) -> int:
+    return int(cqt_params["noctaves"]) * int(cqt_params["nbinsoct"])
+
+
+def _normalised(params: dict) -> dict:
+    return json.loads(json.dumps(params, sort_keys=True))
+
+
+def create_store(path, backend: str = "zarr", cqt_params: dict | None = None,
+                 attrs: dict | None = None) -> "StoreWriter":
+    """Create the store at ``path`` or reopen an existing one for appending.
+
+    ``cqt_params`` defaults to ``CQTParams().to_dict()`` for a new store; for an existing store
+    it must equal the recorded parameters (None accepts them). ``attrs`` (JSON-serialisable)
+    are recorded at creation only. ClewsError when the existing store has another backend or
+    other cqt_params, when ``path`` is a non-empty directory that is not a store, or unwritable.
+    """
+    backend_module(backend)  # validates the name
+    root = Path(path)
+    meta_path = root / layout.STORE_META
+    if not meta_path.exists():
+        if cqt_params is None:
+            from clews_pipe.features.cqt import CQTParams
+
+            cqt_params = CQTParams().to_dict()
+        try:
+            cqt_params = _normalised(dict(cqt_params))
+            meta = {
+                "format": layout.FORMAT_NAME,
+                "version": layout.FORMAT_VERSION,
+                "backend": backend,
+                "cqt_params": cqt_params,
+                "frame_rate": frame_rate_of(cqt_params),
+                "n_bins": n_bins_of(cqt_params),
+                "dtype": "float16",
+                "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                "attrs": _normalised(attrs or {}),
+            }
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ClewsError(f"invalid cqt_params/attrs for store {root}: {exc}") from None
+        if root.exists() and not root.is_dir():
+            raise ClewsError(f"{root}: exists and is not a directory")
+        if root.is_dir() and any(n for n in os.listdir(root) if n != layout.PARTS_DIR):
+            raise ClewsError(f"{root}: directory exists, is not empty and is not a clews-pipe feature store")
+        try:
+            (root / layout.PARTS_DIR).mkdir(parents=True, exist_ok=True)
+            _publish_meta(meta_path, meta)
+        except OSError as exc:
+            raise ClewsError(f"{root}: cannot create feature store ({exc.strerror or exc})") from None
+    meta = layout.read_store_meta(root)
+    if meta["backend"] != backend:
+        raise ClewsError(f"{root}: existing store uses backend {meta['backend']!r}, not {backend!r}")
+    if cqt_params is not None and _normalised(dict(cqt_params)) != meta["cqt_params"]:
+        raise ClewsError(
+            f"{root}: existing store has cqt_params {meta['cqt_params']}, not {_normalised(dict(cqt_params))}"
+        )
+    if not os.access(root / layout.PARTS_DIR, os.W_OK):
+        raise ClewsError(f"{root / layout.PARTS_DIR}: not writable")
+    return StoreWriter(root, meta)
+
+
+def _publish_meta(meta_path: Path, meta: dict) -> None:
+    """Create store.json exclusively: if a concurrent creator won, its file is kept."""
+    tmp = meta_path.with_name(f"{layout.TEMP_PREFIX}{meta_path.name}-{os.getpid()}-{time.time_ns()}")
+    with open(tmp, "w") as fh:
+        json.dump(meta, fh, indent=1, sort_keys=True)
+        fh.flush()
+        os.fsync(fh.fileno())
+    try:
+        os.link(tmp, meta_path)
+    except FileExistsError:
+        pass
+    finally:
+        tmp.unlink()
+
+
+class StoreWriter:
+    """Appends parts to a store. Obtain it with :func:`create_store`."""
+
+    def __init__(self, root: Path, meta: dict):
+        self.root = root
+        self.meta = meta
+        self.backend = meta["backend"]
+        self.n_bins = int(meta["n_bins"])
+        self.parts_dir = root / layout.PARTS_DIR
+
+    def __repr__(self) -> str:
+        return f"StoreWriter({str(self.root)!r}, backend={self.backend!r})"
+
+    def _current_index(self) -> tuple[pd.DataFrame, dict[str, int]]:
+        from clews_pipe.features.store.reader import load_index
+
+        return load_index(self.root)
+
+    def done_track_ids(self) -> set[str]:
+        """Track ids whose latest record (in finished parts) is ok, truncated or failed."""
+        frame, _parts = self._current_index()
+        done = frame["status"].isin(store_index.DONE_STATUSES).to_numpy()
+        return set(frame["track_id"].to_numpy()[done].tolist())
+
+    def write_part(self, part_name: str, records: list[dict], features: list) -> str:
+        """Write one part atomically; returns the part's final directory name.
+
+        ``records``: dicts with every INDEX_COLUMNS key except n_frames/part/offset (title,
+        artist, path, error, clique, version, split default to "", duration to 0.0).
+        ``features``: per record a (frames, n_bins) float16 array for ok/truncated, None for
+        failed/missing. A later record of the same track_id (in this part) supersedes an
+        earlier one. If ``part_name`` is already taken, a unique suffix is appended.
+        """
+        layout.check_part_name(part_name)
+        if len(records) != len(features):
+            raise ClewsError(f"part {part_name}: {len(records)} records but {len(features)} feature arrays")
+        rows, arrays = self._validated(part_name, records, features)
+        offsets = np.zeros(len(arrays) + 1, dtype=np.int64)
+        np.cumsum([a.shape[0] for a in arrays], out=offsets[1:])
+        frames = (np.concatenate(arrays, axis=0) if arrays
+                  else np.zeros((0, self.n_bins), dtype=np.float16))
+        frames = np.ascontiguousarray(frames, dtype="<f2")
+        feature_slot = 0
+        for row in rows:
+            row["part"] = part_name
+            if row["status"] in store_index.WITH_FEATURES:
+                row["offset"] = int(offsets[feature_slot])
+                row["n_frames"] = int(offsets[feature_slot + 1] - offsets[feature_slot])
+                feature_slot += 1
+            else:
+                row["offset"], row["n_frames"] = 0, 0
+
+        self.parts_dir.mkdir(parents=True, exist_ok=True)
+        tmp_dir = layout.temp_part_dir(self.parts_dir, part_name)
+        try:
+            tmp_dir.mkdir()
+            located = backend_module(self.backend).write_frames(tmp_dir, frames)
+            store_index.write_fragment(tmp_dir / layout.PART_INDEX, store_index.records_to_table(rows))
+            manifest = {
+                "name": part_name,
+                "backend": self.backend,
+                "n_frames": int(frames.shape[0]),
+                "n_bins": self.n_bins,
+                "dtype": layout.DTYPE,
+                "data_nbytes": int(frames.nbytes),
+                "crc32": zlib.crc32(memoryview(frames).cast("B")),
+                "n_records": len(rows),
+                "seq": time.time_ns(),
+                **located,
+            }
+            layout.write_json_atomic(tmp_dir / layout.PART_MANIFEST, manifest)
+            layout.fsync_tree(tmp_dir)
+            final_name = self._rename_into_place(tmp_dir, part_name)
+        except BaseException:
+            shutil.rmtree(tmp_dir, ignore_errors=True)
+            raise
+        layout.fsync_dir(self.parts_dir)
+        return final_name
+
+    def _rename_into_place(self, tmp_dir: Path, part_name: str) -> str:
+        name = part_name
+        for attempt in range(100):
+            target = self.parts_dir / name
+            if not target.exists():
+                try:
+                    os.rename(tmp_dir, target)
+                    return name
+                except OSError:  # a concurrent writer took the name first
+                    pass
+            name = f"{part_name}-{attempt + 1}-{os.getpid()}-{time.time_ns() % 10**6}"
+        raise ClewsError(f"{self.parts_dir}: could not find a free name for part {part_name}")
+
+    def _validated(self, part_name: str, records: list[dict], features: list):
+        latest: dict[str, int] = {}
+        for i, record in enumerate(records):
+            if "track_id" not in record or not str(record["track_id"]):
+                raise ClewsError(f"part {part_name}: record {i} has no track_id")
+            latest[str(record["track_id"])] = i
+        rows, arrays = [], []
+        for i in sorted(latest.values()):
+            record, feats = records[i], features[i]
+            status = record.get("status")
+            if status not in store_index.STATUSES:
+                raise ClewsError(f"part {part_name}: track {record['track_id']}: status {status!r} "
+                                 f"not in {store_index.STATUSES}")
+            row = {name: record.get(name, "") for name in _RECORD_FIELDS}
+            row["track_id"] = str(record["track_id"])
+            row["duration"] = float(record.get("duration") or 0.0)
+            if status in store_index.WITH_FEATURES:
+                if feats is None:
+                    raise ClewsError(f"part {part_name}: track {row['track_id']} has status {status} but no features")
+                array = np.asarray(feats)
+                if array.ndim != 2 or array.shape[1] != self.n_bins or not np.issubdtype(array.dtype, np.floating):
+                    raise ClewsError(f"part {part_name}: track {row['track_id']}: features must be "
+                                     f"(frames, {self.n_bins}) float16, got {array.shape} {array.dtype}")
+                arrays.append(array.astype("<f2", copy=False))
+            elif feats is not None:
+                raise ClewsError(f"part {part_name}: track {row['track_id']} has status {status} but features")
+            rows.append(row)
+        return rows, arrays
+
+    def consolidate(self) -> pd.DataFrame:
+        """Merge every finished part's index fragment into ``<store>/index.parquet`` (atomic);
+        returns the merged index (track_id as a column, plus ``seq``)."""
+        frame, parts = self._current_index()
+        store_index.write_consolidated(self.root / layout.CONSOLIDATED_INDEX, frame, parts)
+        return frame
