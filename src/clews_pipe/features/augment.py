@@ -174,8 +174,9 @@ def time_stretch(
 class Augmenter:
     """Applies the three CQ augmentations of the config to whole batches, in a random order."""
 
-    def __init__(self, params: AugmentParams):
-        self.params = params
+    def __init__(self, params):
+        """``params``: an :class:`AugmentParams` or the config's ``augment`` section."""
+        self.params = params if isinstance(params, AugmentParams) else AugmentParams.from_config(params)
 
     @classmethod
     def from_config(cls, augment_conf) -> "Augmenter":
@@ -209,3 +210,6 @@ class Augmenter:
         for i in order:
             x = steps[i](x)
         return x
+
+
+CQAugment = Augmenter  # the name the training loop uses: ``CQAugment(conf.augment)(x, generator)``
