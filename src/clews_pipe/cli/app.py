@@ -16,6 +16,7 @@ from clews_pipe.errors import ClewsError
 
 # One entry per command-group module (clews_pipe.cli.<name>).
 COMMAND_MODULES: list[str] = [
+    "store",
     "extract",
 ]
 
@@ -42,7 +43,8 @@ def build_app() -> typer.Typer:
 def main(argv: list[str] | None = None) -> int:
     app = build_app()
     try:
-        app(args=argv, standalone_mode=False)
+        # with standalone_mode=False click returns typer.Exit's code instead of raising it
+        exit_code = app(args=argv, standalone_mode=False)
     except ClewsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -62,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
         if isinstance(exc, click.exceptions.Abort):
             return 1
         raise
-    return 0
+    return exit_code if isinstance(exit_code, int) else 0
 
 
 if __name__ == "__main__":

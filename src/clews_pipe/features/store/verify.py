@@ -94,6 +94,6 @@ def _scan_part(store, part: str, total: int) -> tuple[np.ndarray, int]:
         else:
             block = reader.read_frames(store.root / layout.PARTS_DIR / part, lo, hi)
         block = np.ascontiguousarray(block, dtype="<f2")
-        crc = zlib.crc32(memoryview(block).cast("B"), crc)
+        crc = zlib.crc32(block.reshape(-1).view(np.uint8), crc)
         bad[lo:hi] = ~(np.isfinite(block) & (block >= 0)).all(axis=1)
     return bad, crc

@@ -169,7 +169,7 @@ class StoreWriter:
                 "n_bins": self.n_bins,
                 "dtype": layout.DTYPE,
                 "data_nbytes": int(frames.nbytes),
-                "crc32": zlib.crc32(memoryview(frames).cast("B")),
+                "crc32": zlib.crc32(frames.reshape(-1).view(np.uint8)),
                 "n_records": len(rows),
                 "seq": time.time_ns(),
                 **located,
