@@ -1,0 +1,191 @@
+"""Decode one audio file to a mono float32 waveform at the feature sample rate.
+
+PyAV demuxes and decodes (any container/codec FFmpeg knows: mp3, mp4/m4a, flac, ogg, opus,
+wav, ...), channels are averaged, and soxr (HQ) resamples to ``samplerate``. Only the first
+``max_seconds`` are decoded: the demux loop stops as soon as enough samples are in hand.
+
+A damaged file keeps whatever decodes: decode errors in the middle of the stream, or a decoded
+length much shorter than the length the container states (an mp3 cut in the middle), set
+``truncated`` and explain it in ``note``. A file that yields no audio at all (missing, empty,
+not audio, no audio stream, zero samples) raises :class:`AudioDecodeError` with one line that
+names the file. FFmpeg's own log output stays off (PyAV's default log level ``None``), so
+nothing is printed to stderr by the decoder.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from clews_pipe.errors import ClewsError
+
+#: Decode errors tolerated inside one stream before the rest of the file is given up on.
+MAX_DECODE_ERRORS = 20
+#: A decoded length shorter than the stated one by more than this many seconds (plus
+#: ``SHORTFALL_FRACTION`` of the stated length) marks the file as truncated.
+SHORTFALL_SECONDS = 1.0
+SHORTFALL_FRACTION = 0.03
+
+# Full-scale divisors of FFmpeg's integer sample formats (planar "p" variants share them).
+_INT_SCALE = {"u8": 128.0, "s16": 32768.0, "s32": 2147483648.0, "s64": 9223372036854775808.0}
+
+
+class AudioDecodeError(ClewsError):
+    """One file yields no usable audio; the message is one line naming the file and why."""
+
+
+@dataclass
+class DecodedAudio:
+    """A decoded track: ``waveform`` float32 mono at ``samplerate`` Hz, ``duration`` seconds.
+
+    ``truncated`` / ``note`` report damage (audio missing from the end or middle of the file).
+    ``capped`` says the file is longer than ``max_seconds`` and was cut there on purpose (not
+    damage); ``source_duration`` is the length the container states (NaN when unknown).
+    """
+
+    waveform: np.ndarray
+    samplerate: int
+    duration: float
+    truncated: bool
+    note: str
+    capped: bool = False
+    source_duration: float = float("nan")
+
+
+def _frame_to_mono(frame) -> np.ndarray:
+    """Average the channels of one decoded PyAV AudioFrame into float32 in [-1, 1]."""
+    fmt = frame.format
+    channels = frame.layout.nb_channels
+    data = frame.to_ndarray()
+    base = fmt.name.rstrip("p") if fmt.is_planar else fmt.name
+    if base in _INT_SCALE:
+        offset = 128.0 if base == "u8" else 0.0
+        data = (data.astype(np.float32) - offset) * np.float32(1.0 / _INT_SCALE[base])
+    else:
+        data = data.astype(np.float32, copy=False)
+    if channels == 1:
+        return data.reshape(-1)
+    if fmt.is_planar:  # (channels, samples)
+        return data.mean(axis=0, dtype=np.float32)
+    return data.reshape(-1, channels).mean(axis=1, dtype=np.float32)  # interleaved
+
+
+def _stated_duration(container, stream) -> float:
+    """Length the container claims, in seconds (NaN when it does not say)."""
+    if stream.duration is not None and stream.time_base is not None:
+        return float(stream.duration * stream.time_base)
+    if container.duration is not None:
+        return container.duration / 1_000_000.0  # AV_TIME_BASE
+    return float("nan")
+
+
+def _short_message(exc: BaseException) -> str:
+    text = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+    return " ".join(str(text).split())
+
+
+def decode_audio(path, samplerate: int = 16000, max_seconds: float = 600.0) -> DecodedAudio:
+    """Decode ``path`` to mono float32 at ``samplerate`` Hz, at most the first ``max_seconds``."""
+    import av
+    import soxr
+
+    path = Path(path)
+    try:
+        size = os.path.getsize(path)
+    except OSError as exc:
+        raise AudioDecodeError(f"{path}: cannot read file ({_short_message(exc)})") from None
+    if size == 0:
+        raise AudioDecodeError(f"{path}: empty file (0 bytes)")
+    if max_seconds <= 0:
+        raise ClewsError(f"max_seconds must be > 0, got {max_seconds}")
+
+    chunks: list[np.ndarray] = []
+    n_in = 0
+    in_rate = 0
+    errors = 0
+    first_error = ""
+    error_at = 0.0
+    stopped_early = False
+    try:
+        container = av.open(str(path), metadata_errors="ignore")
+    except (av.error.FFmpegError, OSError, ValueError) as exc:
+        raise AudioDecodeError(f"{path}: not a readable audio file ({_short_message(exc)})") from None
+    with container:
+        if not container.streams.audio:
+            raise AudioDecodeError(f"{path}: no audio stream in {container.format.name} container")
+        stream = container.streams.audio[0]
+        source_duration = _stated_duration(container, stream)
+        in_rate = stream.codec_context.sample_rate or 0
+        needed = math.inf if not in_rate else math.ceil(max_seconds * in_rate)
+        packets = container.demux(stream)
+        while n_in < needed:
+            try:
+                packet = next(packets)
+            except StopIteration:
+                break
+            except av.error.FFmpegError as exc:  # the container itself is broken from here on
+                errors += 1
+                first_error = first_error or _short_message(exc)
+                error_at = n_in / in_rate if in_rate else 0.0
+                break
+            try:
+                frames = packet.decode()
+            except av.error.FFmpegError as exc:  # a damaged packet: skip it, keep going
+                errors += 1
+                if not first_error:
+                    first_error = _short_message(exc)
+                    error_at = n_in / in_rate if in_rate else 0.0
+                if errors > MAX_DECODE_ERRORS:
+                    break
+                continue
+            for frame in frames:
+                if not in_rate or frame.sample_rate != in_rate:
+                    if n_in and frame.sample_rate != in_rate:
+                        raise AudioDecodeError(
+                            f"{path}: sample rate changes mid-stream ({in_rate} -> {frame.sample_rate} Hz)"
+                        )
+                    in_rate = frame.sample_rate
+                    needed = math.ceil(max_seconds * in_rate)
+                mono = _frame_to_mono(frame)
+                chunks.append(mono)
+                n_in += mono.shape[0]
+        stopped_early = n_in >= needed
+
+    if n_in == 0 or not in_rate:
+        why = f"decode failed: {first_error}" if first_error else "no audio samples decoded"
+        raise AudioDecodeError(f"{path}: {why}")
+
+    waveform = np.concatenate(chunks) if len(chunks) > 1 else chunks[0]
+    capped = bool(stopped_early)
+    if capped:
+        waveform = waveform[: int(needed)]
+    np.nan_to_num(waveform, copy=False, nan=0.0, posinf=0.0, neginf=0.0)
+    decoded_seconds = waveform.shape[0] / in_rate
+
+    if in_rate != samplerate:
+        waveform = soxr.resample(waveform, in_rate, samplerate, quality="HQ")
+    max_out = int(round(max_seconds * samplerate))
+    if waveform.shape[0] > max_out:
+        waveform = waveform[:max_out]
+    waveform = np.ascontiguousarray(waveform, dtype=np.float32)
+
+    notes = []
+    if errors:
+        notes.append(f"{errors} decode error(s) from {error_at:.1f} s ({first_error})")
+    if not capped and math.isfinite(source_duration):
+        shortfall = source_duration - decoded_seconds
+        if shortfall > SHORTFALL_SECONDS + SHORTFALL_FRACTION * source_duration:
+            notes.append(f"decoded {decoded_seconds:.1f} s of the {source_duration:.1f} s the file states")
+    return DecodedAudio(
+        waveform=waveform,
+        samplerate=int(samplerate),
+        duration=waveform.shape[0] / samplerate,
+        truncated=bool(notes),
+        note="; ".join(notes),
+        capped=capped,
+        source_duration=source_duration,
+    )
