@@ -1,8 +1,9 @@
 """The Dask cluster the extraction job runs on.
 
 Three ways, chosen from the extract config:
-- ``scheduler`` set: attach to a running scheduler (``dask scheduler`` + ``dask worker`` started by
-  hand or by ``slurm/extract.sbatch``); nothing is started or stopped here.
+- ``scheduler`` set: attach to a running scheduler, by address (``tcp://host:8786``) or by its
+  scheduler file (``*.json``, written by ``dask scheduler --scheduler-file``, as in
+  ``slurm/extract.sbatch``); nothing is started or stopped here.
 - ``cluster: slurm``: dask-jobqueue ``SLURMCluster``; workers are SLURM jobs submitted with sbatch.
 - otherwise a ``LocalCluster`` with one single-threaded worker process per core.
 
@@ -62,12 +63,32 @@ def slurm_cluster_kwargs(conf: DictConfig) -> dict:
 
 
 def slurm_job_script(conf: DictConfig) -> str:
-    """The sbatch script dask-jobqueue would submit for one worker job (no SLURM needed)."""
+    """The sbatch script dask-jobqueue submits for one worker job, with a placeholder scheduler
+    address (no SLURM and no scheduler needed). Leaves no log directory behind."""
     from dask_jobqueue import SLURMCluster
 
-    quiet_dask_logging()
-    with SLURMCluster(**slurm_cluster_kwargs(conf)) as cluster:
-        return cluster.job_script()
+    kwargs = slurm_cluster_kwargs(conf)
+    for cluster_only in ("scheduler_options", "silence_logs"):
+        kwargs.pop(cluster_only)
+    created = _absent_dirs(kwargs.get("log_directory"))
+    try:
+        job = SLURMCluster.job_cls("tcp://<scheduler-address>:8786", name="clews-extract-worker", **kwargs)
+        return job.job_script()
+    finally:
+        for path in created:  # deepest first; only what the job object created, only if empty
+            with contextlib.suppress(OSError):
+                os.rmdir(path)
+
+
+def _absent_dirs(path: str | None) -> list[str]:
+    """``path`` and its ancestors that do not exist yet, deepest first."""
+    absent: list[str] = []
+    current = os.path.abspath(path) if path else None
+    while current and not os.path.exists(current):
+        absent.append(current)
+        parent = os.path.dirname(current)
+        current = parent if parent != current else None
+    return absent
 
 
 @contextlib.contextmanager
@@ -77,8 +98,14 @@ def dask_client(conf: DictConfig) -> Iterator["distributed.Client"]:  # noqa: F8
 
     quiet_dask_logging()
     if conf.scheduler:
+        target = str(conf.scheduler)
         try:
-            client = Client(str(conf.scheduler), timeout="30s")
+            if target.endswith(".json"):  # a scheduler file (dask scheduler --scheduler-file)
+                if not os.path.isfile(target):
+                    raise ClewsError(f"scheduler file {target}: not found")
+                client = Client(scheduler_file=target, timeout="60s")
+            else:
+                client = Client(target, timeout="30s")
         except (OSError, TimeoutError) as exc:
             raise ClewsError(f"scheduler {conf.scheduler}: cannot connect ({exc})") from None
         with client:

@@ -186,19 +186,12 @@ def _records(frame: pd.DataFrame) -> list[dict]:
 
 
 def _recorded_missing(store_path: str) -> dict[str, str]:
-    """track_id → error of the tracks the store already records as missing."""
-    from clews_pipe.features.store import open_store
+    """track_id → error of the tracks whose latest store record (finished parts) is "missing"."""
+    from clews_pipe.features.store.reader import load_index
 
-    try:
-        store = open_store(store_path)
-    except ClewsError:
-        return {}
-    try:
-        index = store.index
-        missing = index[index["status"] == "missing"]
-        return dict(zip(missing.index.astype(str), missing["error"].astype(str)))
-    finally:
-        store.close()
+    frame, _parts = load_index(Path(store_path))
+    missing = frame[frame["status"] == "missing"]
+    return dict(zip(missing["track_id"].astype(str), missing["error"].astype(str)))
 
 
 def _missing_records(catalog: pd.DataFrame, done: set[str], store_path: str) -> list[dict]:
