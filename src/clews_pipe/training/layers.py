@@ -1,0 +1,115 @@
+"""Building blocks of the CLEWS network (FACTS.md); attribute names follow the official checkpoints."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+
+class CQTPrepare(nn.Module):
+    """CQT magnitude → network input: clamp ≥ 0, power ``pow``, per-segment min-max normalisation
+    over (freq, time), + ``noise``·U(0,1), normalise again, then learnable scalar ``gain``/``bias``.
+
+    Input/output (N, 1, F, T). The noise comes from torch's global generator (seeded by training).
+    """
+
+    def __init__(self, pow: float = 0.5, noise: float = 1e-6, eps: float = 1e-6):
+        super().__init__()
+        self.pow = float(pow)
+        self.noise = float(noise)
+        self.eps = float(eps)
+        self.gain = nn.Parameter(torch.ones(1))
+        self.bias = nn.Parameter(torch.zeros(1))
+
+    def _minmax(self, h: torch.Tensor) -> torch.Tensor:
+        low = h.amin(dim=(2, 3), keepdim=True)
+        h = h - low
+        return h / (h.amax(dim=(2, 3), keepdim=True) + self.eps)
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        h = self._minmax(h.clamp(min=0).pow(self.pow))
+        if self.noise > 0:
+            h = self._minmax(h + self.noise * torch.rand_like(h))
+        return self.gain * h + self.bias
+
+
+class IBN(nn.Module):
+    """Instance-batch normalisation: first half of the channels BatchNorm2d (``bn``), second half
+    InstanceNorm2d with affine parameters (``inst``)."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        if channels % 2:
+            raise ValueError(f"IBN needs an even channel count, got {channels}")
+        half = channels // 2
+        self.bn = nn.BatchNorm2d(half)
+        self.inst = nn.InstanceNorm2d(half, affine=True)
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        first, second = torch.chunk(h, 2, dim=1)
+        return torch.cat([self.bn(first), self.inst(second)], dim=1)
+
+
+class Conv3x3(nn.Module):
+    """3×3 convolution, padding 1, no bias; the Conv2d lives at ``.conv`` as in the official tree."""
+
+    def __init__(self, nin: int, nout: int, stride: int = 1):
+        super().__init__()
+        self.conv = nn.Conv2d(nin, nout, 3, stride=stride, padding=1, bias=False)
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return self.conv(h)
+
+
+def mid_channels(nin: int, nout: int) -> int:
+    """Bottleneck width of a residual block: max(nin, nout)/2, rounded up to an even number."""
+    mid = max(1, max(nin, nout) // 2)
+    return mid + mid % 2
+
+
+class ResBlock(nn.Module):
+    """Pre-activation IBN residual block with a ReZero gain (init 0): ``gain·convs(h) + skip(h)``."""
+
+    def __init__(self, nin: int, nout: int, stride: int = 1):
+        super().__init__()
+        mid = mid_channels(nin, nout)
+        self.convs = nn.Sequential(
+            IBN(nin),
+            nn.ReLU(),
+            Conv3x3(nin, mid, stride=stride),
+            nn.BatchNorm2d(mid),
+            nn.ReLU(),
+            Conv3x3(mid, nout),
+        )
+        if nin != nout or stride != 1:
+            self.skip: nn.Module = nn.Sequential(nn.BatchNorm2d(nin), nn.ReLU(), Conv3x3(nin, nout, stride=stride))
+        else:
+            self.skip = nn.Identity()
+        self.gain = nn.Parameter(torch.zeros(1))
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return self.gain * self.convs(h) + self.skip(h)
+
+
+class GeM(nn.Module):
+    """Generalised-mean pooling over all positions: (N, C, ...) → (N, C).
+
+    One learnable ``p`` shaped (1, 1, 1); exponent = 1 + softplus(p), starting at ``init``.
+    """
+
+    def __init__(self, init: float = 3.0, eps: float = 1e-6):
+        super().__init__()
+        self.eps = float(eps)
+        # softplus(p) = init - 1  ⇔  p = log(exp(init - 1) - 1)
+        self.p = nn.Parameter(torch.full((1, 1, 1), math.log(math.expm1(init - 1.0))))
+
+    @property
+    def exponent(self) -> torch.Tensor:
+        return 1.0 + nn.functional.softplus(self.p)
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        h = h.flatten(start_dim=2)
+        e = self.exponent
+        return h.clamp(min=self.eps).pow(e).mean(dim=-1).pow(1.0 / e.squeeze(-1))

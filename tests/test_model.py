@@ -1,0 +1,144 @@
+"""CLEWS model: official module tree, published outputs on the fixture, parameter count, configs."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from clews_pipe.errors import ClewsError
+from clews_pipe.training.config import load_train_config
+from clews_pipe.training.layers import GeM, IBN, mid_channels
+from clews_pipe.training.model import CLEWS, count_parameters, shingle
+
+FIXTURE = Path("/work/shared/fixtures/official-clews-tiny")
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+needs_fixture = pytest.mark.skipif(not FIXTURE.is_dir(), reason="official CLEWS fixture not on this machine")
+
+
+@pytest.fixture(scope="module")
+def official_model():
+    conf = OmegaConf.load(FIXTURE / "configuration.yaml")
+    model = CLEWS(conf.model, samplerate=conf.data.samplerate)
+    payload = torch.load(FIXTURE / "checkpoint_best.ckpt", map_location="cpu", weights_only=False)
+    model.load_state_dict(payload["model"], strict=True)  # raises on any missing/unexpected/mis-shaped key
+    return model.eval()
+
+
+@needs_fixture
+def test_prepare_matches_published(official_model):
+    wave = torch.from_numpy(np.load(FIXTURE / "waveform16k.npy")).reshape(1, -1)
+    expected = np.load(FIXTURE / "prepared.npy")
+    got = official_model.prepare(wave, shingle_len=20, shingle_hop=5)[0].numpy()
+    assert got.shape == expected.shape == (7, 84, 200)
+    assert np.abs(got - expected).max() <= 1e-5 * np.abs(expected).max()
+
+
+@needs_fixture
+def test_embedding_matches_published(official_model):
+    prepared = torch.from_numpy(np.load(FIXTURE / "prepared.npy"))[None]
+    expected = np.load(FIXTURE / "embedding.npy")
+    with torch.no_grad():
+        got = official_model.embed(prepared)[0].numpy()
+    assert got.shape == expected.shape == (7, 48)
+    assert np.abs(got - expected).max() <= 1e-4 * np.abs(expected).max()
+    # the waveform path gives the same embeddings
+    wave = torch.from_numpy(np.load(FIXTURE / "waveform16k.npy")).reshape(1, -1)
+    with torch.no_grad():
+        via_wave = official_model.embed(official_model.prepare(wave, 20, 5))[0].numpy()
+    assert np.abs(via_wave - expected).max() <= 1e-4 * np.abs(expected).max()
+
+
+def test_shingling_by_hand():
+    # 10 samples, windows of 4 every 3: ceil((10-4)/3)=2 hops → padded to 10 → starts 0,3,6
+    wave = torch.arange(10.0)[None]
+    got = shingle(wave, 4, 3)
+    assert got[0].tolist() == [[0, 1, 2, 3], [3, 4, 5, 6], [6, 7, 8, 9]]
+    # 11 samples: 3 hops → padded to 13 by repeating the start
+    got = shingle(torch.arange(11.0)[None], 4, 3)
+    assert got[0, -1].tolist() == [9, 10, 0, 1]
+    # shorter than one window: repeated
+    assert shingle(torch.arange(3.0)[None], 7, 7)[0].tolist() == [[0, 1, 2, 0, 1, 2, 0]]
+
+
+def test_short_shingles_are_repeated_to_training_length():
+    conf = load_train_config(CONFIGS / "tiny-cpu.yaml").model
+    model = CLEWS(conf)
+    wave = torch.randn(2, 16000 * 12, generator=torch.Generator().manual_seed(0))
+    x = model.prepare(wave, shingle_len=5, shingle_hop=5)
+    assert x.shape[:3] == (2, 3, 84)  # 12 s → 5 s windows at 0, 5, 10 (last one repeat-padded)
+    assert x.shape[-1] == model.shingle_frames(20) == 200  # each 5 s window repeated ×4 → 20 s
+    assert model.shingle_frames(150) == 1500
+
+
+def test_gem_and_ibn_by_hand():
+    gem = GeM()
+    assert torch.allclose(gem.exponent, torch.tensor(3.0))
+    h = torch.tensor([[[[1.0, 2.0], [3.0, 4.0]]]])
+    expected = ((1 + 8 + 27 + 64) / 4) ** (1 / 3)
+    assert torch.allclose(gem(h), torch.tensor([[expected]]))
+    ibn = IBN(4).train()
+    x = torch.randn(3, 4, 5, 6, generator=torch.Generator().manual_seed(1)) * 3 + 2
+    y = ibn(x)
+    # second half: each (sample, channel) map normalised on its own
+    inst = (x[:, 2:] - x[:, 2:].mean((2, 3), keepdim=True)) / (x[:, 2:].var((2, 3), unbiased=False, keepdim=True) + 1e-5).sqrt()
+    assert torch.allclose(y[:, 2:], inst, atol=1e-5)
+    # first half: normalised with the batch statistics per channel
+    bn = (x[:, :2] - x[:, :2].mean((0, 2, 3), keepdim=True)) / (x[:, :2].var((0, 2, 3), unbiased=False, keepdim=True) + 1e-5).sqrt()
+    assert torch.allclose(y[:, :2], bn, atol=1e-5)
+    assert mid_channels(256, 512) == 256 and mid_channels(32, 48) == 24 and mid_channels(6, 6) == 4
+
+
+def test_shs_config_size_and_official_key_names():
+    conf = load_train_config(CONFIGS / "shs-clews.yaml")
+    with torch.device("meta"):
+        model = CLEWS(conf.model, samplerate=conf.data.samplerate)
+    n = count_parameters(model)
+    assert abs(n - 199e6) <= 0.01 * 199e6
+    keys = model.state_dict().keys()
+    for key in (
+        "cqt.0.cqt_kernels_real", "cqt.0.cqt_kernels_imag", "frontend.0.gain", "frontend.0.bias",
+        "frontend.1.weight", "frontend.2.running_var", "frontend.4.weight", "backbone.0.gain",
+        "backbone.0.convs.0.bn.weight", "backbone.0.convs.0.inst.bias", "backbone.0.convs.2.conv.weight",
+        "backbone.0.convs.5.conv.weight", "backbone.3.skip.2.conv.weight", "backbone.15.convs.5.conv.weight",
+        "pool.p", "proj.0.running_mean", "proj.1.weight",
+    ):
+        assert key in keys, key
+    assert "backbone.16.gain" not in keys  # 3+4+6+3 = 16 blocks
+    sd = model.state_dict()
+    assert tuple(sd["proj.1.weight"].shape) == (2048, 2048) and tuple(sd["pool.p"].shape) == (1, 1, 1)
+    assert tuple(sd["frontend.4.weight"].shape) == (256, 128, 12, 3)
+    dvi = load_train_config(CONFIGS / "dvi-clews.yaml")
+    assert dvi.model.zdim == 1024 and dvi.training.monitor == "nar_map" and dvi.eval.maxlen == 300
+    assert conf.training.monitor == "map" and conf.augment.pitchroll.p == 0.5
+
+
+def test_tiny_model_trains_a_step():
+    conf = load_train_config(CONFIGS / "tiny-cpu.yaml")
+    torch.manual_seed(0)
+    model = CLEWS(conf.model).train()
+    x = torch.rand(4, 2, 84, 200)
+    z = model.embed(x)
+    assert z.shape == (4, 2, conf.model.zdim)
+    z.pow(2).mean().backward()
+    assert model.proj[1].weight.grad is not None and torch.isfinite(model.proj[1].weight.grad).all()
+    assert model.frontend[0].gain.grad is not None
+
+
+@pytest.mark.parametrize(
+    "overrides, needle",
+    [
+        (["model.zdmi=3"], "model.zdmi"),
+        (["training.monitor=loss"], "training.monitor"),
+        (["model.loss.redux.pos=bpwr-0"], "model.loss.redux.pos"),
+        (["augment.specaugment.p=2"], "augment.specaugment.p"),
+        (["model.backbone.blocks=[1,1]"], "model.backbone"),
+        (["training.lr=fast"], "training.lr"),
+    ],
+)
+def test_bad_train_config_is_one_line(overrides, needle):
+    with pytest.raises(ClewsError) as err:
+        load_train_config(CONFIGS / "tiny-cpu.yaml", overrides)
+    msg = str(err.value)
+    assert needle in msg and "\n" not in msg
