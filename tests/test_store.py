@@ -208,9 +208,12 @@ def test_pickle_round_trip_reopens_memmaps_lazily(tmp_path, corpus):
     store.read("t-a")
     assert store._maps  # memmaps cached in the parent
     clone = pickle.loads(pickle.dumps(store))
-    assert clone._maps == {} and clone._lookup is None
+    assert clone._maps == {} and clone._index is None  # only the compact lookup travelled
     np.testing.assert_array_equal(clone.read("t-c", 3, 9), feats["t-c"][3:9])
-    assert clone.index.equals(store.index)
+    assert clone._index is None and "t-a" in clone and len(clone) == 5
+    with pytest.raises(ClewsError, match="t-e.*missing"):
+        clone.read("t-e")
+    assert clone.index.equals(store.index)  # reloaded lazily from disk
 
 
 def _corrupt_nan(part_file, byte_offset):

@@ -56,19 +56,19 @@ def write_fragment(path: Path, table: pa.Table) -> None:
     pq.write_table(table, path, compression="zstd")
 
 
-def read_fragment(path: Path, part_name: str, seq: int) -> pd.DataFrame:
-    """A part's index fragment with its ``part`` column set to the directory's real name."""
+def read_fragment(path: Path, part_name: str, seq: int) -> pa.Table:
+    """A part's index fragment with its ``part`` column set to the directory's real name and
+    the part's write sequence as ``seq``."""
     try:
         table = pq.read_table(path, schema=_SCHEMA)
     except (OSError, pa.ArrowException) as exc:
         raise ClewsError(f"{path}: unreadable index fragment ({exc})") from None
-    frame = table.to_pandas()
-    frame["part"] = part_name
-    frame[SEQ_COLUMN] = np.int64(seq)
-    return frame
+    n = table.num_rows
+    table = table.set_column(INDEX_COLUMNS.index("part"), "part", pa.array([part_name] * n, pa.string()))
+    return table.append_column(SEQ_COLUMN, pa.array(np.full(n, seq, dtype=np.int64), pa.int64()))
 
 
-def read_consolidated(path: Path) -> tuple[pd.DataFrame, dict[str, int]]:
+def read_consolidated(path: Path) -> tuple[pa.Table, dict[str, int]]:
     """The consolidated index (with its ``seq`` column) and the parts it covers {name: seq}."""
     try:
         pfile = pq.ParquetFile(path)
@@ -80,7 +80,7 @@ def read_consolidated(path: Path) -> tuple[pd.DataFrame, dict[str, int]]:
         parts = json.loads(meta[PARTS_METADATA_KEY])
     except (KeyError, ValueError):
         raise ClewsError(f"{path}: store index lacks its list of parts") from None
-    return table.to_pandas(), {str(k): int(v) for k, v in parts.items()}
+    return table.replace_schema_metadata(None), {str(k): int(v) for k, v in parts.items()}
 
 
 def write_consolidated(path: Path, frame: pd.DataFrame, parts: dict[str, int]) -> None:
@@ -99,16 +99,18 @@ def write_consolidated(path: Path, frame: pd.DataFrame, parts: dict[str, int]) -
             tmp.unlink()
 
 
-def empty_index() -> pd.DataFrame:
-    return _SCHEMA_WITH_SEQ.empty_table().to_pandas()
+def empty_index() -> pa.Table:
+    return _SCHEMA_WITH_SEQ.empty_table()
 
 
-def merge_latest(frames: list[pd.DataFrame]) -> pd.DataFrame:
+def merge_latest(tables: list[pa.Table]) -> pd.DataFrame:
     """Concatenate index pieces and keep, per track_id, the row with the largest (seq, part)."""
-    frames = [f for f in frames if len(f)]
-    if not frames:
-        return empty_index()
-    merged = frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
+    tables = [t.select(INDEX_COLUMNS + [SEQ_COLUMN]).cast(_SCHEMA_WITH_SEQ) for t in tables if t.num_rows]
+    if not tables:
+        return empty_index().to_pandas()
+    merged = pa.concat_tables(tables).to_pandas()
+    if not merged["track_id"].duplicated().any():
+        return merged
     merged = merged.sort_values([SEQ_COLUMN, "part"], kind="stable")
     merged = merged.drop_duplicates("track_id", keep="last")
     return merged.reset_index(drop=True)

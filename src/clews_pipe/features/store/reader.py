@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +13,35 @@ from clews_pipe.errors import ClewsError
 from clews_pipe.features.store import index as store_index
 from clews_pipe.features.store import layout
 from clews_pipe.features.store.backends import backend_module
+
+
+_FEATURE_CODES = tuple(store_index.STATUSES.index(s) for s in store_index.WITH_FEATURES)
+
+
+@dataclass(frozen=True)
+class TrackLookup:
+    """Where each track's frames are: ids (pandas Index, O(1) get_loc), part code, frame
+    offset, n_frames, status code (position in STATUSES, -1 unknown)."""
+
+    ids: pd.Index
+    part_names: list[str]
+    part_codes: np.ndarray
+    offsets: np.ndarray
+    n_frames: np.ndarray
+    status_codes: np.ndarray
+
+    @classmethod
+    def from_index(cls, index: pd.DataFrame) -> "TrackLookup":
+        part_codes, part_names = pd.factorize(index["part"])
+        status_codes = pd.Categorical(index["status"], categories=list(store_index.STATUSES)).codes
+        return cls(
+            ids=index.index,
+            part_names=[str(p) for p in part_names],
+            part_codes=part_codes.astype(np.int32),
+            offsets=index["offset"].to_numpy(np.int64),
+            n_frames=index["n_frames"].to_numpy(np.int64),
+            status_codes=np.asarray(status_codes, dtype=np.int8),
+        )
 
 
 def read_manifest(part_dir: Path) -> dict:
@@ -32,7 +62,7 @@ def load_index(root: Path) -> tuple[pd.DataFrame, dict[str, int]]:
         frame, parts = store_index.empty_index(), {}
     new_names = [n for n in layout.finished_part_names(parts_dir) if n not in parts]
     if not new_names:
-        return frame, dict(parts)
+        return frame.to_pandas(), dict(parts)
     pieces = [frame]
     parts = dict(parts)
     for name in new_names:
@@ -61,8 +91,19 @@ class FeatureStore:
         self.meta = layout.read_store_meta(self.root)
         frame, parts = load_index(self.root)
         self.part_seqs = parts
-        self.index = frame.drop(columns=[store_index.SEQ_COLUMN]).set_index("track_id")
+        self._index = frame.drop(columns=[store_index.SEQ_COLUMN]).set_index("track_id")
+        self._lookup: TrackLookup | None = None
         self._reset_caches()
+
+    @property
+    def index(self) -> pd.DataFrame:
+        """The track index (track_id → INDEX_COLUMNS). An unpickled copy reloads it from disk
+        on first access, restricted to the parts the original had seen."""
+        if self._index is None:
+            frame, _parts = load_index(self.root)
+            frame = frame[frame["part"].isin(list(self.part_seqs)).to_numpy()]
+            self._index = frame.drop(columns=[store_index.SEQ_COLUMN]).set_index("track_id")
+        return self._index
 
     # -- metadata -------------------------------------------------------------------------
     @property
@@ -86,25 +127,28 @@ class FeatureStore:
         return dict(self.meta.get("attrs", {}))
 
     def __len__(self) -> int:
-        return len(self.index)
+        return len(self.lookup().ids)
 
     def __contains__(self, track_id) -> bool:
-        return track_id in self.index.index
+        return track_id in self.lookup().ids
 
     def __repr__(self) -> str:
-        return f"FeatureStore({str(self.root)!r}, backend={self.backend!r}, tracks={len(self.index)})"
+        return f"FeatureStore({str(self.root)!r}, backend={self.backend!r}, tracks={len(self.lookup().ids)})"
 
     # -- pickling / lifetime -----------------------------------------------------------------
     def _reset_caches(self) -> None:
         self._maps: dict[str, np.ndarray | None] = {}
         self._manifests: dict[str, dict] = {}
-        self._lookup = None
 
     def __getstate__(self) -> dict:
-        return {"root": self.root, "meta": self.meta, "part_seqs": self.part_seqs, "index": self.index}
+        """Only what ``read`` needs travels (≈20 bytes a track): the full index does not; an
+        unpickled copy reloads it lazily. Memory maps are reopened lazily too."""
+        return {"root": self.root, "meta": self.meta, "part_seqs": self.part_seqs, "lookup": self.lookup()}
 
     def __setstate__(self, state: dict) -> None:
-        self.__dict__.update(state)
+        self.root, self.meta, self.part_seqs = state["root"], state["meta"], state["part_seqs"]
+        self._lookup = state["lookup"]
+        self._index = None
         self._reset_caches()
 
     def close(self) -> None:
@@ -118,15 +162,10 @@ class FeatureStore:
         self.close()
 
     # -- reading ------------------------------------------------------------------------------
-    def _build_lookup(self):
-        part_codes, part_names = pd.factorize(self.index["part"])
-        self._lookup = (
-            part_codes.astype(np.int64),
-            [str(p) for p in part_names],
-            self.index["offset"].to_numpy(np.int64),
-            self.index["n_frames"].to_numpy(np.int64),
-            self.index["status"].isin(store_index.WITH_FEATURES).to_numpy(),
-        )
+    def lookup(self) -> "TrackLookup":
+        """Compact per-track location table used by ``read`` (built from the index once)."""
+        if self._lookup is None:
+            self._lookup = TrackLookup.from_index(self.index)
         return self._lookup
 
     def manifest(self, part: str) -> dict:
@@ -157,20 +196,20 @@ class FeatureStore:
 
         A read-only view into the memory map (copy it before writing to it).
         """
-        codes, names, offsets, n_frames, has_features = self._lookup or self._build_lookup()
+        lk = self.lookup()
         try:
-            row = self.index.index.get_loc(track_id)
-        except KeyError:
+            row = lk.ids.get_loc(track_id)
+        except (KeyError, TypeError):
             raise ClewsError(f"track {track_id!r} is not in store {self.root}") from None
         if not isinstance(row, (int, np.integer)):
             raise ClewsError(f"track {track_id!r} is indexed more than once in store {self.root}")
-        if not has_features[row]:
-            status = self.index["status"].iat[row]
-            raise ClewsError(f"track {track_id!r} has no features in store {self.root} (status {status})")
-        lo, hi, _ = slice(start, stop).indices(int(n_frames[row]))
+        status = lk.status_codes[row]
+        if status not in _FEATURE_CODES:
+            raise ClewsError(f"track {track_id!r} has no features in store {self.root} "
+                             f"(status {store_index.STATUSES[status] if status >= 0 else 'unknown'})")
+        n_frames, part, base = int(lk.n_frames[row]), lk.part_names[lk.part_codes[row]], int(lk.offsets[row])
+        lo, hi, _ = slice(start, stop).indices(n_frames)
         hi = max(hi, lo)
-        part = names[codes[row]]
-        base = int(offsets[row])
         if hi == lo:
             return np.zeros((0, self.n_bins), dtype=np.float16)
         mapped = self.part_frames(part)
