@@ -138,9 +138,7 @@ def reduce_distances(d: torch.Tensor, redux: str, mask: torch.Tensor | None = No
         raise ClewsError(f"reduce_distances: expected (..., u, v) distances, got shape {tuple(d.shape)}")
     if mask is not None:
         mask = mask.to(torch.bool)
-        try:
-            torch.broadcast_shapes(mask.shape, d.shape)
-        except RuntimeError:
+        if not _broadcastable(mask.shape, d.shape):
             raise ClewsError(
                 f"reduce_distances: mask shape {tuple(mask.shape)} does not broadcast to distances {tuple(d.shape)}"
             ) from None
@@ -178,6 +176,12 @@ def reduce_distances(d: torch.Tensor, redux: str, mask: torch.Tensor | None = No
     return _bpwr(d, mask, r)
 
 
+def _broadcastable(small: torch.Size, big: torch.Size) -> bool:
+    if len(small) > len(big):
+        return False
+    return all(a == 1 or a == b for a, b in zip(reversed(small), reversed(big)))
+
+
 def _count(valid: torch.Tensor | None, d: torch.Tensor, dim) -> torch.Tensor:
     """Number of valid entries of ``d`` along ``dim`` (-1 or (-2, -1))."""
     if valid is not None:
@@ -188,43 +192,47 @@ def _count(valid: torch.Tensor | None, d: torch.Tensor, dim) -> torch.Tensor:
 
 
 def _bpwr(d: torch.Tensor, mask: torch.Tensor | None, r: int) -> torch.Tensor:
-    """Best pairs without replacement via each row's ``r`` smallest entries (exact, see module doc)."""
+    """Best pairs without replacement via each row's ``r`` smallest entries (exact, see module doc).
+
+    A round looks only at the kept ``(u, min(r, v))`` entries: those of retired rows are set to
+    ``+inf`` and those in retired columns are skipped, the smallest remaining one is taken.
+    """
     *lead, u, v = d.shape
     inf = float("inf")
     filled = _masked_fill(d, mask, inf)
     k = min(r, v)
-    top = filled.topk(k, dim=-1, largest=False)  # sorted ascending
-    top_vals, top_cols = top.values, top.indices  # (..., u, k)
-    flat_vals = top_vals.reshape(-1, u * k)
-    flat_cols = top_cols.reshape(-1, u * k)
-    batch = flat_vals.shape[0]
+    top = filled.topk(k, dim=-1, largest=False)
+    top_vals = top.values.reshape(-1, u * k)
+    batch = top_vals.shape[0]
     device = d.device
     with torch.no_grad():
-        usable = torch.isfinite(flat_vals)
-        if mask is not None:
-            # kept entries are usable only when unmasked (rows with < k valid entries keep masked ones)
-            valid_full = (~mask).expand(d.shape).reshape(-1, u, v)
-            usable = torch.gather(valid_full, 2, top_cols.reshape(-1, u, k)).reshape(batch, u * k)
-        row_of = torch.arange(u, device=device).repeat_interleave(k)  # (u*k,)
-        removed_rows = torch.zeros(batch, u, dtype=torch.bool, device=device)
+        top_cols = top.indices.reshape(batch, u * k)
+        search = top_vals.detach().clone()
+        if mask is not None:  # rows with fewer than k valid entries also keep masked ones: drop those
+            valid_full = (~mask).expand(d.shape).reshape(batch, u, v)
+            usable = torch.gather(valid_full, 2, top.indices.reshape(batch, u, k)).reshape(batch, u * k)
+            search.masked_fill_(~usable, inf)
         removed_cols = torch.zeros(batch, v, dtype=torch.bool, device=device)
-        taken_pos = torch.zeros(batch, u * k, dtype=torch.bool, device=device)
-        search = flat_vals.detach().clone()
-        search[~usable] = inf
-        batch_idx = torch.arange(batch, device=device)
-        alive = torch.ones(batch, dtype=torch.bool, device=device)
-        for _ in range(min(r, u, v)):
-            blocked = removed_rows[:, row_of] | torch.gather(removed_cols, 1, flat_cols)
-            candidates = torch.where(blocked | ~usable, inf, search)
-            best_pos = candidates.argmin(dim=1)
-            found = usable[batch_idx, best_pos] & ~blocked[batch_idx, best_pos] & alive
-            alive &= found
-            taken_pos[batch_idx[found], best_pos[found]] = True
-            removed_rows[batch_idx[found], row_of[best_pos[found]]] = True
-            removed_cols[batch_idx[found], flat_cols[batch_idx[found], best_pos[found]]] = True
-            if not bool(alive.any()):
+        rows = torch.arange(batch, device=device)
+        n_rounds = min(r, u, v)
+        taken_flat = torch.zeros(batch, n_rounds, dtype=torch.long, device=device)
+        taken_ok = torch.zeros(batch, n_rounds, dtype=torch.bool, device=device)
+        search_rows = search.view(batch, u, k)
+        for t in range(n_rounds):
+            blocked = torch.gather(removed_cols, 1, top_cols) if t else None
+            candidates = search if blocked is None else search.masked_fill(blocked, inf)
+            best_val, best_pos = candidates.min(dim=1)
+            found = torch.isfinite(best_val)
+            if t and not bool(found.any()):
                 break
+            taken_ok[:, t] = found
+            taken_flat[:, t] = best_pos
+            if t == n_rounds - 1:
+                break
+            search_rows[rows, best_pos // k] = inf  # retire the row
+            removed_cols[rows, top_cols[rows, best_pos]] = True  # and the column (harmless when not found)
+    chosen = torch.gather(top_vals, 1, taken_flat)
     zero = torch.zeros((), dtype=d.dtype, device=device)
-    total = torch.where(taken_pos, flat_vals, zero).sum(-1)
-    out = _safe_divide(total, taken_pos.sum(-1))
+    total = torch.where(taken_ok, chosen, zero).sum(-1)
+    out = _safe_divide(total, taken_ok.sum(-1))
     return out.reshape(lead)

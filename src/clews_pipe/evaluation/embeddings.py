@@ -1,0 +1,136 @@
+"""The embeddings file: padded segment embeddings of every track of a partition.
+
+``embeddings.npz`` holds
+
+``z``        float (N, S, D)   segment embeddings (20 s shingles every 5 s), padded to a common S
+``mask``     bool  (N, S)      True = padding segment
+``clique``   int   (N,)        clique label (an integer per clique)
+``track``    str   (N,)        track ids
+optional, for the segment-level protocol, one pair per query length tau (seconds):
+``zq_<tau>``    float (N, S_tau, D)  embeddings of tau-long query windows every 5 s
+``maskq_<tau>`` bool  (N, S_tau)     True = padding
+with ``<tau>`` written as an integer when tau is whole (``zq_20``), else as a decimal (``zq_2.5``).
+optional ``clique_name`` str (N,): the dataset's clique ids behind ``clique``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from clews_pipe.errors import ClewsError
+
+
+@dataclass
+class Embeddings:
+    z: np.ndarray  # (N, S, D) float32
+    mask: np.ndarray  # (N, S) bool, True = padding
+    clique: np.ndarray  # (N,) int64
+    track: np.ndarray  # (N,) str
+    queries: dict[float, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)  # tau -> (z, mask)
+    clique_name: np.ndarray | None = None
+
+    @property
+    def n_tracks(self) -> int:
+        return int(self.z.shape[0])
+
+
+def tau_key(tau: float) -> str:
+    tau = float(tau)
+    return str(int(tau)) if tau.is_integer() else repr(tau)
+
+
+def save_embeddings(path: str | Path, emb: Embeddings) -> Path:
+    """Write ``emb`` as an (uncompressed) ``.npz``; atomically (temporary name, then rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    arrays = {
+        "z": np.ascontiguousarray(emb.z, dtype=np.float32),
+        "mask": np.asarray(emb.mask, dtype=bool),
+        "clique": np.asarray(emb.clique, dtype=np.int64),
+        "track": np.asarray(emb.track, dtype=str),
+    }
+    if emb.clique_name is not None:
+        arrays["clique_name"] = np.asarray(emb.clique_name, dtype=str)
+    for tau, (zq, mq) in sorted(emb.queries.items()):
+        arrays[f"zq_{tau_key(tau)}"] = np.ascontiguousarray(zq, dtype=np.float32)
+        arrays[f"maskq_{tau_key(tau)}"] = np.asarray(mq, dtype=bool)
+    tmp = path.with_name(path.name + ".tmp.npz")
+    np.savez(tmp, **arrays)
+    tmp.replace(path)
+    return path
+
+
+def load_embeddings(path: str | Path) -> Embeddings:
+    """Read and validate an embeddings file; any problem → one-line :class:`ClewsError`."""
+    path = Path(path)
+    if not path.is_file():
+        raise ClewsError(f"embeddings file not found: {path}")
+    try:
+        data = np.load(path, allow_pickle=False)
+        keys = set(data.files)
+    except Exception as exc:  # zipfile / format errors
+        raise ClewsError(f"cannot read embeddings file {path}: {type(exc).__name__}: {exc}") from None
+    missing = [k for k in ("z", "mask", "clique", "track") if k not in keys]
+    if missing:
+        raise ClewsError(f"embeddings file {path}: missing arrays {', '.join(missing)} (need z, mask, clique, track)")
+    z = data["z"]
+    if z.ndim != 3:
+        raise ClewsError(f"embeddings file {path}: z must be (N, S, D), got shape {z.shape}")
+    n, s, _ = z.shape
+    mask = data["mask"]
+    clique = data["clique"]
+    track = data["track"]
+    if mask.shape != (n, s):
+        raise ClewsError(f"embeddings file {path}: mask shape {mask.shape} does not match z {z.shape} (need (N, S))")
+    if clique.shape != (n,) or track.shape != (n,):
+        raise ClewsError(
+            f"embeddings file {path}: clique {clique.shape} and track {track.shape} must both be ({n},)"
+        )
+    if not np.issubdtype(clique.dtype, np.integer):
+        raise ClewsError(f"embeddings file {path}: clique must be integers, got dtype {clique.dtype}")
+    z = _check_z(path, "z", z, mask)
+    queries: dict[float, tuple[np.ndarray, np.ndarray]] = {}
+    for key in sorted(keys):
+        if not key.startswith("zq_"):
+            continue
+        label = key[3:]
+        try:
+            tau = float(label)
+        except ValueError:
+            raise ClewsError(f"embeddings file {path}: cannot read tau from array name {key!r}") from None
+        mkey = f"maskq_{label}"
+        if mkey not in keys:
+            raise ClewsError(f"embeddings file {path}: {key} has no matching {mkey}")
+        zq, mq = data[key], data[mkey]
+        if zq.ndim != 3 or zq.shape[0] != n or zq.shape[2] != z.shape[2] or mq.shape != zq.shape[:2]:
+            raise ClewsError(
+                f"embeddings file {path}: {key} {zq.shape} / {mkey} {mq.shape} must be ({n}, S_tau, {z.shape[2]}) / ({n}, S_tau)"
+            )
+        queries[tau] = (_check_z(path, key, zq, mq.astype(bool)), mq.astype(bool))
+    track = track.astype(str)
+    if len(set(track.tolist())) != n:
+        raise ClewsError(f"embeddings file {path}: track ids are not unique")
+    clique_name = data["clique_name"].astype(str) if "clique_name" in keys else None
+    return Embeddings(
+        z=z, mask=mask.astype(bool), clique=clique.astype(np.int64), track=track, queries=queries,
+        clique_name=clique_name,
+    )
+
+
+def _check_z(path: Path, name: str, z: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    if not np.issubdtype(z.dtype, np.floating):
+        raise ClewsError(f"embeddings file {path}: {name} must be floating point, got dtype {z.dtype}")
+    z = z.astype(np.float32, copy=False)
+    finite = np.isfinite(z).all(axis=-1)  # (N, S)
+    bad = ~finite & ~mask.astype(bool)
+    if bad.any():
+        row = int(np.argwhere(bad)[0][0])
+        raise ClewsError(
+            f"embeddings file {path}: {name} has NaN/inf values in {int(bad.sum())} unpadded segments (first in row {row})"
+        )
+    if (~finite).any():  # padding may hold anything; make it harmless
+        z = np.where(finite[..., None], z, 0.0).astype(np.float32)
+    return z

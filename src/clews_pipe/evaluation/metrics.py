@@ -1,0 +1,133 @@
+"""Retrieval metrics per query, vectorised over a block of distance-matrix rows.
+
+For each query row the candidates are ranked by ascending distance; the query itself (its own
+track among the candidates) is removed from the list. Ties are broken deterministically by
+candidate order (column index, a stable sort), so the same matrix always gives the same numbers.
+
+Per query, with ``R`` the ranked list (query removed), ``M`` its matches (same clique) and
+``rank(m_i)`` the 1-based rank of the i-th match:
+
+* AP  = mean over matches of precision at the match's rank,
+* R1  = rank of the first match (1-based),
+* NAR = 100 / (|M| (|R| - |M|)) * sum_i (rank(m_i) - i)   (0 when every candidate is a match).
+
+Queries with no match are skipped (and counted). Means carry 95% CIs: 1.96 * std / sqrt(n)
+(sample standard deviation).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+
+@dataclass
+class QueryMetrics:
+    ap: np.ndarray  # (n,) float64, NaN for skipped queries
+    r1: np.ndarray  # (n,)
+    nar: np.ndarray  # (n,)
+    evaluated: np.ndarray  # (n,) bool, False = no other version in the partition
+
+    @staticmethod
+    def concat(parts: list["QueryMetrics"]) -> "QueryMetrics":
+        return QueryMetrics(
+            ap=np.concatenate([p.ap for p in parts]),
+            r1=np.concatenate([p.r1 for p in parts]),
+            nar=np.concatenate([p.nar for p in parts]),
+            evaluated=np.concatenate([p.evaluated for p in parts]),
+        )
+
+
+def self_columns(query_track, candidate_track) -> np.ndarray:
+    """Column of each query's own track among the candidates, -1 where absent."""
+    position = {name: j for j, name in enumerate(np.asarray(candidate_track).tolist())}
+    return np.array([position.get(name, -1) for name in np.asarray(query_track).tolist()], dtype=np.int64)
+
+
+def query_metrics(distances, query_clique, candidate_clique, self_column) -> QueryMetrics:
+    """AP, R1 and NAR for each row of ``distances`` (n, M).
+
+    ``query_clique`` (n,), ``candidate_clique`` (M,), ``self_column`` (n,) the column of the query's
+    own track (-1 if it is not among the candidates).
+    """
+    dist = torch.as_tensor(np.asarray(distances), dtype=torch.float64)
+    n, m = dist.shape
+    qc = torch.as_tensor(np.asarray(query_clique, dtype=np.int64))
+    cc = torch.as_tensor(np.asarray(candidate_clique, dtype=np.int64))
+    own = torch.as_tensor(np.asarray(self_column, dtype=np.int64))
+    cols = torch.arange(m)
+    is_self = cols[None, :] == own[:, None]  # (n, m)
+    relevant = (cc[None, :] == qc[:, None]) & ~is_self
+    order = torch.sort(dist, dim=1, stable=True).indices
+    rel_sorted = torch.gather(relevant, 1, order)
+    kept_sorted = ~torch.gather(is_self, 1, order)
+    rank = torch.cumsum(kept_sorted, dim=1).to(torch.float64)  # 1-based rank among kept candidates
+    hits = torch.cumsum(rel_sorted, dim=1).to(torch.float64)  # matches up to and including here
+    n_rel = rel_sorted.sum(1).to(torch.float64)
+    n_list = kept_sorted.sum(1).to(torch.float64)
+    evaluated = n_rel > 0
+    relf = rel_sorted.to(torch.float64)
+    safe_rel = n_rel.clamp_min(1.0)
+    ap = (relf * hits / rank.clamp_min(1.0)).sum(1) / safe_rel  # rank is 0 only at a leading self
+    first = torch.where(rel_sorted, rank, torch.full_like(rank, math.inf)).amin(1)
+    non_rel_before = rank - hits  # for a match at this position: rank(m_i) - i
+    n_non_rel = n_list - n_rel
+    nar_sum = (relf * non_rel_before).sum(1)
+    nar = torch.where(n_non_rel > 0, 100.0 * nar_sum / (safe_rel * n_non_rel.clamp_min(1.0)), torch.zeros_like(nar_sum))
+    nan = torch.full_like(ap, math.nan)
+    return QueryMetrics(
+        ap=torch.where(evaluated, ap, nan).numpy(),
+        r1=torch.where(evaluated, first, nan).numpy(),
+        nar=torch.where(evaluated, nar, nan).numpy(),
+        evaluated=evaluated.numpy(),
+    )
+
+
+def mean_ci(values: np.ndarray) -> tuple[float, float]:
+    values = np.asarray(values, dtype=np.float64)
+    if values.size == 0:
+        return math.nan, math.nan
+    mean = float(values.mean())
+    if values.size < 2:
+        return mean, 0.0
+    return mean, float(1.96 * values.std(ddof=1) / math.sqrt(values.size))
+
+
+def summarize(per_query: QueryMetrics, redux: str, level: str) -> dict:
+    """The ``metrics.json`` dictionary."""
+    ok = per_query.evaluated
+    map_, map_ci = mean_ci(per_query.ap[ok])
+    mr1, mr1_ci = mean_ci(per_query.r1[ok])
+    nar, nar_ci = mean_ci(per_query.nar[ok])
+    return {
+        "MAP": map_,
+        "MR1": mr1,
+        "NAR": nar,
+        "MAP_ci": map_ci,
+        "MR1_ci": mr1_ci,
+        "NAR_ci": nar_ci,
+        "queries": int(ok.sum()),
+        "skipped": int((~ok).sum()),
+        "redux": redux,
+        "level": level,
+    }
+
+
+def markdown_table(rows: list[dict], first_column: str | None = None) -> str:
+    """Markdown table of metric dictionaries (one row each), optionally led by ``first_column``."""
+    head = ([first_column] if first_column else []) + ["NAR (%)", "MAP", "MR1", "queries", "skipped"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for row in rows:
+        cells = [str(row[first_column])] if first_column else []
+        cells += [
+            f"{row['NAR']:.2f} ± {row['NAR_ci']:.2f}",
+            f"{row['MAP']:.3f} ± {row['MAP_ci']:.3f}",
+            f"{row['MR1']:.1f} ± {row['MR1_ci']:.1f}",
+            str(row["queries"]),
+            str(row["skipped"]),
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
