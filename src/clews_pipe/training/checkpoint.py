@@ -101,7 +101,7 @@ def load_checkpoint(path: str | Path, trust: bool = False) -> dict:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise ClewsError(f"{path}: not a loadable checkpoint ({first})") from None
         raise ClewsError(f"{path}: checkpoint contains {refused}, outside the safe set; {TRUST_HINT}") from None
-    except (RuntimeError, EOFError, OSError, ValueError) as exc:
+    except Exception as exc:  # garbage bytes fail in many ways inside the unpickler
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ClewsError(f"{path}: not a readable checkpoint ({first})") from None
     if not isinstance(payload, dict) or "model" not in payload:

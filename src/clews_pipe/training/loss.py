@@ -7,7 +7,10 @@ negatives ``min``) — the same implementation evaluation uses.
 
     align   = mean over positive pairs of d_pos
     uniform = log1p(β · mean over negative pairs of exp(b − γ·d_neg)),  β = 1 / (ε·e^b)
-    loss    = align + uniform  ( = align + log(ε + mean_neg exp(−γ·d_neg)) )
+    loss    = align + uniform
+
+The friendly ``uniform`` equals log(ε + mean_neg exp(−γ·d_neg)) − log ε: the textbook term shifted by
+the constant −log ε (same gradients), exactly what the published code reports.
 
 Positive pair: same clique, different track. Negative pair: different clique. A track paired with
 itself (or with another copy of itself in the batch) is neither. Both orders (i, j) and (j, i) of a
