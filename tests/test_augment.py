@@ -122,10 +122,28 @@ def test_time_stretch_factor_bins_bound_interpolate_calls(monkeypatch):
         return real(*a, **k)
 
     monkeypatch.setattr(aug.F, "interpolate", counting)
-    x = torch.rand(400, 84, 50)
+    x = torch.rand(400, 84, 53)
     y = time_stretch(x, p=1.0, generator=gen(6), n_factor_bins=16)
     assert y.shape == x.shape
-    assert len(calls) <= 16 and sum(calls) <= 400
+    assert 1 <= len(calls) <= 16 and sum(calls) <= 400
+
+
+def test_time_stretch_matches_direct_interpolate_per_item():
+    """The binned, batched resize + crop equals torch's bilinear antialiased resize of each item."""
+    import torch.nn.functional as F
+
+    x = torch.rand(24, 84, 200)
+    for factor in (0.6, 1.0 + 1 / 3, 1.8):
+        y = time_stretch(x, p=1.0, generator=gen(8), min_factor=factor, max_factor=factor)
+        length = int(200 * factor)
+        for i in range(0, 24, 5):
+            direct = F.interpolate(x[i][None, None], size=(84, length), mode="bilinear",
+                                   align_corners=False, antialias=True)[0, 0]
+            # find this item's crop offset from its first column, then compare every frame
+            tiled = torch.cat([direct] * 3, dim=1)
+            offs = [o for o in range(length) if torch.allclose(tiled[:, o], y[i][:, 0], atol=1e-5)]
+            assert offs, (factor, i)
+            assert torch.allclose(y[i], tiled[:, offs[0]: offs[0] + 200], atol=1e-5)
 
 
 def test_augmenter_from_config_seeded_and_shape():

@@ -17,6 +17,7 @@ from clews_pipe.errors import ClewsError
 # One entry per command-group module (clews_pipe.cli.<name>).
 COMMAND_MODULES: list[str] = [
     "store",
+    "evaluate",
     "extract",
 ]
 

@@ -92,39 +92,53 @@ def spec_augment(
     generator: torch.Generator,
     max_freq: float = 0.15,
     max_time: float = 0.15,
+    inplace: bool = False,
 ) -> torch.Tensor:
-    """Zero one frequency band and one time band per selected item (masks by broadcasting)."""
-    y, shape = _flatten(x)
+    """Zero one frequency band and one time band per selected item.
+
+    The band masks are built by broadcasting ``(N, bins)`` / ``(N, frames)`` comparisons and
+    written with two boolean-index assignments that touch only the zeroed rows and columns.
+    """
+    y, shape = _flatten(x if inplace else x.clone())
     n, n_bins, n_frames = y.shape
     dev = y.device
     flen = (_uniform(n, generator, dev) * max_freq * n_bins).long().clamp(min=1)
     f0 = (_uniform(n, generator, dev) * (n_bins - flen)).long()
     tlen = (_uniform(n, generator, dev) * max_time * n_frames).long().clamp(min=1)
     t0 = (_uniform(n, generator, dev) * (n_frames - tlen)).long()
-    selected = _uniform(n, generator, dev) < p
-    fids = torch.arange(n_bins, device=dev).view(1, -1, 1)
-    tids = torch.arange(n_frames, device=dev).view(1, 1, -1)
-    in_fband = (fids >= f0.view(-1, 1, 1)) & (fids < (f0 + flen).view(-1, 1, 1))
-    in_tband = (tids >= t0.view(-1, 1, 1)) & (tids < (t0 + tlen).view(-1, 1, 1))
-    drop = (in_fband | in_tband) & selected.view(-1, 1, 1)
-    return y.masked_fill(drop, 0).reshape(shape)
+    selected = (_uniform(n, generator, dev) < p).view(-1, 1)
+    fids = torch.arange(n_bins, device=dev).view(1, -1)
+    tids = torch.arange(n_frames, device=dev).view(1, -1)
+    in_fband = (fids >= f0.view(-1, 1)) & (fids < (f0 + flen).view(-1, 1)) & selected
+    in_tband = (tids >= t0.view(-1, 1)) & (tids < (t0 + tlen).view(-1, 1)) & selected
+    y[in_fband] = 0  # (N, bins) mask → whole rows
+    y.transpose(1, 2)[in_tband] = 0  # (N, frames) mask → whole columns
+    return y.reshape(shape)
 
 
 def pitch_roll(
-    x: torch.Tensor, p: float, generator: torch.Generator, max_shift: int = 12
+    x: torch.Tensor,
+    p: float,
+    generator: torch.Generator,
+    max_shift: int = 12,
+    inplace: bool = False,
 ) -> torch.Tensor:
-    """Shift each selected item by its own ``k`` bins (zero fill), one gather for the batch."""
-    y, shape = _flatten(x)
+    """Shift each selected item by its own ``k`` bins (zero fill): one gather for the batch."""
+    y, shape = _flatten(x if inplace else x.clone())
     n, n_bins, _ = y.shape
     dev = y.device
     shift = _integers(-max_shift, max_shift, n, generator, dev)
-    selected = _uniform(n, generator, dev) < p
-    shift = torch.where(selected, shift, torch.zeros_like(shift))
-    padded = F.pad(y, (0, 0, max_shift, max_shift))  # zeros above and below the bin axis
-    # output bin c takes input bin c - k, i.e. padded row c - k + max_shift
-    rows = torch.arange(n_bins, device=dev).view(1, -1) - shift.view(-1, 1) + max_shift
-    items = torch.arange(n, device=dev).view(-1, 1)
-    return padded[items, rows].reshape(shape)
+    selected = (_uniform(n, generator, dev) < p) & (shift != 0)
+    items = torch.nonzero(selected).flatten()
+    if len(items) == 0:
+        return y.reshape(shape)
+    # output bin c takes input bin c - k; bins whose source falls outside the range become 0
+    src = torch.arange(n_bins, device=dev).view(1, -1) - shift[items].view(-1, 1)
+    outside = (src < 0) | (src >= n_bins)
+    rolled = y[items.view(-1, 1), src.clamp(0, n_bins - 1)]  # gather: (n_sel, bins, frames)
+    rolled[outside] = 0
+    y[items] = rolled
+    return y.reshape(shape)
 
 
 def time_stretch(
@@ -134,21 +148,21 @@ def time_stretch(
     min_factor: float = 0.6,
     max_factor: float = 1.8,
     n_factor_bins: int = 16,
+    inplace: bool = False,
 ) -> torch.Tensor:
     """Resample selected items along time by a per-item factor, then repeat-pad / crop back.
 
     Factors ``U(min_factor, max_factor)`` are rounded to the nearest of ``n_factor_bins``
     equally spaced values, so at most ``n_factor_bins`` interpolation calls run per batch.
     """
-    y, shape = _flatten(x)
+    y, shape = _flatten(x if inplace else x.clone())
     n, n_bins, n_frames = y.shape
     dev = y.device
-    grid = torch.linspace(min_factor, max_factor, max(n_factor_bins, 1), device=dev)
-    raw = min_factor + (max_factor - min_factor) * _uniform(n, generator, dev)
-    which = (raw.view(-1, 1) - grid.view(1, -1)).abs().argmin(dim=1)
+    grid = torch.linspace(min_factor, max_factor, max(n_factor_bins, 1), dtype=torch.float64)
+    raw = min_factor + (max_factor - min_factor) * _uniform(n, generator, dev).double()
+    which = (raw.view(-1, 1) - grid.to(dev).view(1, -1)).abs().argmin(dim=1)
     crop_u = _uniform(n, generator, dev)
     selected = _uniform(n, generator, dev) < p
-    out = y.clone()
     for b in torch.unique(which[selected]).tolist():
         items = torch.nonzero(selected & (which == b)).flatten()
         length = max(int(n_frames * float(grid[b])), 1)
@@ -161,14 +175,17 @@ def time_stretch(
             align_corners=False,
             antialias=True,
         ).squeeze(1)
-        # repeat-pad to a whole number of copies ≥ n_frames, then crop n_frames at a random offset
-        padded_len = -(-n_frames // length) * length
-        slack = padded_len - n_frames
+        # repeat-pad to a whole number of copies ≥ n_frames, then crop n_frames at a random
+        # per-item offset: one indexed copy of contiguous frame runs from an unfolded view
+        copies = -(-n_frames // length)
+        if copies > 1:
+            stretched = stretched.repeat(1, 1, copies)
+        slack = copies * length - n_frames
         offset = (crop_u[items] * (slack + 1)).long().clamp(max=slack)
-        t = (offset.view(-1, 1) + torch.arange(n_frames, device=dev).view(1, -1)) % length
-        index = t.view(-1, 1, n_frames).expand(-1, n_bins, -1)
-        out[items] = torch.gather(stretched, 2, index).to(y.dtype)
-    return out.reshape(shape)
+        windows = stretched.unfold(2, n_frames, 1)  # (n_b, bins, slack + 1, n_frames), a view
+        cropped = windows[torch.arange(len(items), device=dev), :, offset]
+        y[items] = cropped.to(y.dtype)
+    return y.reshape(shape)
 
 
 class Augmenter:
@@ -187,25 +204,34 @@ class Augmenter:
         prm = self.params
         return max(prm.specaugment_p, prm.timestretch_p, prm.pitchroll_p) > 0
 
-    def __call__(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    def __call__(
+        self, x: torch.Tensor, generator: torch.Generator, inplace: bool = False
+    ) -> torch.Tensor:
+        """Augmented batch; ``inplace=True`` overwrites ``x`` (saves one copy of the batch)."""
         prm = self.params
+        if not self.active:
+            return x
+        if not inplace:
+            x = x.clone()  # one copy; the transforms below then work in place
         steps = []
         if prm.specaugment_p > 0:
             steps.append(
                 lambda y: spec_augment(
                     y, prm.specaugment_p, generator, prm.specaugment_max_freq,
-                    prm.specaugment_max_time,
+                    prm.specaugment_max_time, inplace=True,
                 )
             )
         if prm.timestretch_p > 0:
             steps.append(
                 lambda y: time_stretch(
                     y, prm.timestretch_p, generator, prm.timestretch_min, prm.timestretch_max,
-                    prm.timestretch_bins,
+                    prm.timestretch_bins, inplace=True,
                 )
             )
         if prm.pitchroll_p > 0:
-            steps.append(lambda y: pitch_roll(y, prm.pitchroll_p, generator, prm.pitchroll_max))
+            steps.append(
+                lambda y: pitch_roll(y, prm.pitchroll_p, generator, prm.pitchroll_max, inplace=True)
+            )
         order = torch.randperm(len(steps), generator=generator, device=generator.device).tolist()
         for i in order:
             x = steps[i](x)
