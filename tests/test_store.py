@@ -280,3 +280,47 @@ def test_cli_not_a_store(tmp_path, capsys):
     assert main(["store", "info", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and str(tmp_path) in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_library_read_fallback_when_bytes_are_not_raw(tmp_path, corpus, backend):
+    """A part whose manifest says its bytes cannot be mapped is read through zarr / h5py."""
+    _, _, feats = corpus
+    _build(tmp_path, backend, corpus)
+    manifest_path = tmp_path / "s" / "parts" / "part-000" / "part.json"
+    manifest = json.loads(manifest_path.read_text())
+    manifest.update(raw=False, data_file="frames.zarr" if backend == "zarr" else "frames.h5", data_offset=0)
+    manifest_path.write_text(json.dumps(manifest))
+    store = open_store(tmp_path / "s")
+    assert store.part_frames("part-000") is None
+    np.testing.assert_array_equal(store.read("t-c", 5, 17), feats["t-c"][5:17])
+    assert store.path == tmp_path / "s" and store.verify() == []
+
+
+def _write_one_part(args):
+    root, backend, k = args
+    rng = np.random.default_rng(100 + k)
+    records = [_record(f"w{k}-{i}", clique=f"C-{i}") for i in range(6)]
+    features = [_features(rng, 3 + i) for i in range(6)]
+    writer = create_store(root, backend=backend, cqt_params=CQT)
+    return writer.write_part(f"part-{k}", records, features), [f.tolist() for f in features]
+
+
+def test_concurrent_writer_processes(tmp_path):
+    """Independent processes create/reopen the same store and write distinct parts at once."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    jobs = [(str(tmp_path / backend), backend, k) for backend in BACKENDS for k in range(3)]
+    with ProcessPoolExecutor(3, mp_context=multiprocessing.get_context("spawn")) as pool:
+        results = list(pool.map(_write_one_part, jobs))
+    for backend in BACKENDS:
+        store = open_store(tmp_path / backend)
+        assert store.backend == backend
+        assert sorted(store.part_seqs) == ["part-0", "part-1", "part-2"]
+        assert store.verify() == []
+    for (root, _backend, k), (name, features) in zip(jobs, results):
+        assert name == f"part-{k}"
+        store = open_store(root)
+        for i, expected in enumerate(features):
+            np.testing.assert_array_equal(store.read(f"w{k}-{i}"), np.asarray(expected, dtype=np.float16))

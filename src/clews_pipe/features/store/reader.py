@@ -107,6 +107,10 @@ class FeatureStore:
 
     # -- metadata -------------------------------------------------------------------------
     @property
+    def path(self) -> Path:
+        return self.root
+
+    @property
     def backend(self) -> str:
         return self.meta["backend"]
 

@@ -70,7 +70,9 @@ def create_store(path, backend: str = "zarr", cqt_params: dict | None = None,
             raise ClewsError(f"invalid cqt_params/attrs for store {root}: {exc}") from None
         if root.exists() and not root.is_dir():
             raise ClewsError(f"{root}: exists and is not a directory")
-        if root.is_dir() and any(n for n in os.listdir(root) if n != layout.PARTS_DIR):
+        # a concurrent creator may have made parts/ and its temporary store.json already
+        if root.is_dir() and any(n != layout.PARTS_DIR and not n.startswith(layout.TEMP_PREFIX)
+                                 and n != layout.STORE_META for n in os.listdir(root)):
             raise ClewsError(f"{root}: directory exists, is not empty and is not a clews-pipe feature store")
         try:
             (root / layout.PARTS_DIR).mkdir(parents=True, exist_ok=True)
@@ -113,6 +115,10 @@ class StoreWriter:
         self.backend = meta["backend"]
         self.n_bins = int(meta["n_bins"])
         self.parts_dir = root / layout.PARTS_DIR
+
+    @property
+    def path(self) -> Path:
+        return self.root
 
     def __repr__(self) -> str:
         return f"StoreWriter({str(self.root)!r}, backend={self.backend!r})"
