@@ -77,14 +77,14 @@ class ResBlock(nn.Module):
         mid = mid_channels(nin, nout)
         self.convs = nn.Sequential(
             IBN(nin),
-            nn.ReLU(),
+            nn.ReLU(inplace=True),
             Conv3x3(nin, mid, stride=stride),
             nn.BatchNorm2d(mid),
-            nn.ReLU(),
+            nn.ReLU(inplace=True),
             Conv3x3(mid, nout),
         )
         if nin != nout or stride != 1:
-            self.skip: nn.Module = nn.Sequential(nn.BatchNorm2d(nin), nn.ReLU(), Conv3x3(nin, nout, stride=stride))
+            self.skip: nn.Module = nn.Sequential(nn.BatchNorm2d(nin), nn.ReLU(inplace=True), Conv3x3(nin, nout, stride=stride))
         else:
             self.skip = nn.Identity()
         self.gain = nn.Parameter(torch.zeros(1))

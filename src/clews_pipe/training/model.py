@@ -74,7 +74,7 @@ class CLEWS(nn.Module):
             CQTPrepare(pow=float(conf.frontend.cqtpow)),
             nn.Conv2d(1, ch_front, (12, 3), stride=(1, 2), bias=False),
             nn.BatchNorm2d(ch_front),
-            nn.ReLU(),
+            nn.ReLU(inplace=True),
             nn.Conv2d(ch_front, ch, (12, 3), stride=2, bias=False),
         )
         blocks: list[nn.Module] = []
