@@ -30,6 +30,8 @@ def quiet_dask_logging(level: int = logging.WARNING) -> None:
     """Keep distributed's INFO chatter (worker start/stop, nanny restarts) off the terminal."""
     for name in QUIET_LOGGERS:
         logging.getLogger(name).setLevel(level)
+    # "worker process still alive after 4 s, killing" at shutdown is routine, not a warning to show
+    logging.getLogger("distributed.nanny").setLevel(max(level, logging.ERROR))
 
 
 def local_worker_count(conf: DictConfig) -> int:

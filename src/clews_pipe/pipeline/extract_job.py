@@ -40,12 +40,23 @@ STATUSES = ("ok", "truncated", "failed", "missing")
 
 
 @functools.lru_cache(maxsize=4)
-def _worker_extractor(cqt_items: tuple):
-    """One CQTExtractor per worker process (kernels built once, reused by every task)."""
+def worker_extractor(cqt_items: tuple, impl: str = "trimmed"):
+    """One CQT extractor per worker process and settings (kernels built once, reused by every task)."""
     from clews_pipe.features.cqt import CQTExtractor, CQTParams
+    from clews_pipe.features.cqt_trimmed import TrimmedCQTExtractor
 
     _quiet_worker_libraries()
-    return CQTExtractor(CQTParams(**dict(cqt_items)))
+    params = CQTParams(**dict(cqt_items))
+    return TrimmedCQTExtractor(params) if impl == "trimmed" else CQTExtractor(params)
+
+
+def warm_worker(cqt_params: dict, impl: str = "trimmed") -> None:
+    """Import the decoding/store stack and build this worker's extractor ahead of the first part
+    (``client.run(warm_worker, ...)``; benchmarks use it to time the steady state)."""
+    import clews_pipe.features.store  # noqa: F401
+    import clews_pipe.pipeline.audio  # noqa: F401
+
+    worker_extractor(tuple(sorted(cqt_params.items())), impl)
 
 
 def _quiet_worker_libraries() -> None:
@@ -103,7 +114,7 @@ def extract_part(records: list[dict], settings: dict) -> dict:
 
     started = time.perf_counter()
     torch.set_num_threads(int(settings["torch_threads"]))
-    extractor = _worker_extractor(tuple(sorted(settings["cqt_params"].items())))
+    extractor = worker_extractor(tuple(sorted(settings["cqt_params"].items())), settings["cqt_impl"])
     out_records: list[dict] = []
     features: list[Optional[np.ndarray]] = []
     for record in records:
@@ -303,6 +314,7 @@ def _run_parts(conf: DictConfig, store_path: str, parts: list[list[dict]], tag: 
         "samplerate": int(conf.samplerate),
         "max_seconds": float(conf.max_seconds),
         "torch_threads": int(conf.torch_threads),
+        "cqt_impl": str(conf.cqt_impl),
     }
     settings = [dict(base, part_name=name) for name in names]
     with dask_client(conf) as client:
