@@ -19,6 +19,7 @@ COMMAND_MODULES: list[str] = [
     "store",
     "evaluate",
     "extract",
+    "demo_corpus",
 ]
 
 

@@ -1,0 +1,69 @@
+"""Shared fixtures.
+
+``demo_corpus`` (session-scoped): a small synthetic Discogs-VI-layout corpus written once per
+test session by :func:`clews_pipe.pipeline.demo_corpus.generate_corpus` — 8 cliques of 2-3
+versions, 20-32 s each, split 4/2/2 cliques over train/val/test, a mix of mp3 (most), flac,
+ogg and wav. The fixture value is the generator's summary dict (keys ``root``, ``audio``,
+``meta``, ``tracks``, ``splits``, ...) that also behaves as the corpus root path
+(``os.fspath(corpus)``, ``corpus / "audio"``) and has Path attributes ``.root``, ``.audio``,
+``.meta``. Load it with
+``load_catalog("discogs-vi", corpus.meta, corpus.audio)`` (the ``demo_catalog`` fixture).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+DEMO_CORPUS_ARGS = dict(
+    cliques=8,
+    seed=1234,
+    versions_min=2,
+    versions_max=3,
+    duration_min=20.0,
+    duration_max=32.0,
+    split_fractions=(0.5, 0.25, 0.25),
+)
+
+
+class DemoCorpus(dict):
+    """Summary dict of a generated demo corpus that also acts as its root path."""
+
+    @property
+    def root(self) -> Path:
+        return Path(self["root"])
+
+    @property
+    def audio(self) -> Path:
+        return Path(self["audio"])
+
+    @property
+    def meta(self) -> Path:
+        return Path(self["meta"])
+
+    def __fspath__(self) -> str:
+        return self["root"]
+
+    def __truediv__(self, other) -> Path:
+        return self.root / other
+
+    def __str__(self) -> str:
+        return self["root"]
+
+
+@pytest.fixture(scope="session")
+def demo_corpus(tmp_path_factory) -> DemoCorpus:
+    from clews_pipe.pipeline.demo_corpus import generate_corpus
+
+    root = tmp_path_factory.mktemp("demo_corpus")
+    return DemoCorpus(generate_corpus(root, **DEMO_CORPUS_ARGS))
+
+
+@pytest.fixture(scope="session")
+def demo_catalog(demo_corpus):
+    """The demo corpus through the Discogs-VI catalog (all three splits, every track found)."""
+    from clews_pipe.pipeline.catalogs import load_catalog
+
+    return load_catalog("discogs-vi", demo_corpus.meta, demo_corpus.audio)
