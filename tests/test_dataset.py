@@ -136,14 +136,22 @@ def test_short_track_repeat_padded(store):
     b1 = int(np.flatnonzero(ds.track_ids == "b1")[0])
     x, _, track = ds[(0, 0, b1)]
     assert [ds.track_ids[t] for t in track.tolist()[1:]] == ["b0"] * 3  # clique of two
+    rotations = set()
     for i in range(1, 4):
         tno, fidx = decode(x[i])
         assert (tno == TRACK_NO["b0"]).all()
-        for s in range(8):  # hand-worked: block frame j = track frame j mod 70; shingle s covers s*200..
+        # hand-worked: the 7 s track is tiled 22 times (1540 frames) and cropped at r in [0, 40];
+        # block frame j = track frame (r + j) mod 70; shingle s covers block frames s*200.. (mod 1500)
+        r = int(fidx[0, 0])
+        assert 0 <= r <= 22 * 70 - 1500
+        rotations.add(r)
+        for s in range(8):
             for t in range(0, 200, 7):
-                assert fidx[s, t] == ((s * 200 + t) % 1500) % 70
+                assert fidx[s, t] == (r + (s * 200 + t) % 1500) % 70
     values = x[1, 0].float().numpy()
     assert np.all(values[3:] == 0.5)
+    more = {int(decode(ds[(0, p, b1)][0][1])[1][0, 0]) for p in range(1, 30)}
+    assert len(rotations | more) > 5  # random crop offsets, not always 0
 
 
 def test_validation_mode_blocks_from_start(store):

@@ -2,8 +2,8 @@
 
 One item is an anchor track plus ``n_per_class - 1`` positives drawn *with replacement* from the
 anchor's clique, the anchor excluded. From each track a uniformly random block of ``block_len``
-seconds (150 s) is taken within its first ``maxlen`` seconds (600 s), repeat-padded when the
-track is shorter, then cut into shingles of ``shingle_len`` s every ``shingle_hop`` s (20/20 →
+seconds (150 s) is taken within its first ``maxlen`` seconds (600 s); a shorter track is tiled
+and cropped at a random offset (the published ``force_length(repeat, random)``); then cut into shingles of ``shingle_len`` s every ``shingle_hop`` s (20/20 →
 8 shingles, the last half-empty one completed by repeating the block from its start, as the
 published ``get_frames(..., pad_mode="repeat")``). Frame counts derive from the store's
 ``frame_rate`` (10 frames/s): 1500-frame blocks, 8 shingles of 200 frames.
@@ -138,8 +138,11 @@ class ShingleDataset(torch.utils.data.Dataset):
         lay = self.layout
         return (self.n_per_class, lay.n_shingles, self.n_bins, lay.shingle_frames)
 
-    def draw(self, key: ItemKey | int) -> tuple[np.ndarray, np.ndarray]:
-        """Track rows (anchor first) and block start frames of one item, from its seeded generator."""
+    def draw(self, key: ItemKey | int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Track rows (anchor first), block start frames and short-track rotations of one item.
+
+        All from the item's generator seeded by ``(seed, epoch, position)``.
+        """
         epoch, position, anchor = (0, int(key), int(key)) if np.isscalar(key) else map(int, key)
         rng = np.random.default_rng([self.seed, epoch, position])
         c = self.track_clique[anchor]
@@ -148,23 +151,31 @@ class ShingleDataset(torch.utils.data.Dataset):
         pick = first + rng.integers(0, size - 1, self.n_per_class - 1)
         pick = pick + (pick >= anchor)
         rows = np.concatenate([[anchor], pick]).astype(np.int64)
+        block = self.layout.block_frames
         available = np.minimum(self.n_frames[rows], self.layout.maxlen_frames)
-        slack = np.maximum(available - self.layout.block_frames, 0)
+        slack = np.maximum(available - block, 0)
+        # a track shorter than the block is tiled (k copies ≥ block) and cropped at a random
+        # offset, as the published force_length(pad_mode="repeat", cut_mode="random")
+        copies = -(-block // available)
+        rot_slack = np.where(available < block, copies * available - block, 0)
         if self.random_blocks:
-            starts = (rng.random(len(rows)) * (slack + 1)).astype(np.int64)
-            starts = np.minimum(starts, slack)
+            u = rng.random((2, len(rows)))
+            starts = np.minimum((u[0] * (slack + 1)).astype(np.int64), slack)
+            rotations = np.minimum((u[1] * (rot_slack + 1)).astype(np.int64), rot_slack)
         else:
             starts = np.zeros(len(rows), dtype=np.int64)
-        return rows, starts
+            rotations = np.zeros(len(rows), dtype=np.int64)
+        return rows, starts, rotations
 
     def __getitem__(self, key: ItemKey | int):
-        rows, starts = self.draw(key)
+        rows, starts, rotations = self.draw(key)
         lay = self.layout
         out = np.empty(self.item_shape, dtype=np.float16)
-        for i, (row, start) in enumerate(zip(rows.tolist(), starts.tolist())):
-            length = min(int(self.n_frames[row]), lay.block_frames)
+        for i, (row, start, rot) in enumerate(zip(rows.tolist(), starts.tolist(), rotations.tolist())):
+            length = min(int(self.n_frames[row]), lay.maxlen_frames, lay.block_frames)
             window = self.store.read(self.track_ids[row], start, start + length)
-            frames = window[self._positions % length]  # (n_shingles * shingle_frames, bins)
+            # block position p -> window frame (rot + p) mod length (identity for full blocks)
+            frames = window[(self._positions + rot) % length]  # (n_shingles * shingle_frames, bins)
             out[i] = frames.reshape(lay.n_shingles, lay.shingle_frames, -1).transpose(0, 2, 1)
         x = torch.from_numpy(out)
         if self.out_dtype != torch.float16:
