@@ -2,8 +2,9 @@
 
     .venv/bin/python benchmarks/model_step.py --config configs/tiny-cpu.yaml [--repeats 3]
 
-Prints JSON: batch geometry, parameter count and seconds per step (median over repeats after one
-warm-up step). Batch = training.batch_size anchors × data.n_per_class tracks × shingles per block.
+Prints JSON: batch geometry, parameter count, wall and CPU seconds per step (medians over repeats
+after one warm-up step) and the load average (wall times on a shared machine are only meaningful
+with it). Batch = training.batch_size anchors × data.n_per_class tracks × shingles per block.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import statistics
 import time
 
@@ -44,17 +46,19 @@ def main() -> None:
     clique = torch.arange(conf.training.batch_size).repeat_interleave(conf.data.n_per_class)
     track = torch.arange(n_tracks)
 
-    def step() -> float:
-        start = time.perf_counter()
+    def step() -> tuple[float, float]:
+        start, cpu_start = time.perf_counter(), time.process_time()
         optimizer.zero_grad(set_to_none=True)
         z = model.embed(x)
         loss, _, _ = loss_from_config(z, clique, track, conf.model.loss)
         loss.backward()
         optimizer.step()
-        return time.perf_counter() - start
+        return time.perf_counter() - start, time.process_time() - cpu_start
 
     step()  # warm-up
-    times = [step() for _ in range(args.repeats)]
+    measured = [step() for _ in range(args.repeats)]
+    times = [wall for wall, _ in measured]
+    cpu = [used for _, used in measured]
     print(json.dumps({
         "config": args.config,
         "parameters": count_parameters(model),
@@ -65,6 +69,9 @@ def main() -> None:
         "threads": torch.get_num_threads(),
         "step_seconds_median": round(statistics.median(times), 3),
         "step_seconds": [round(t, 3) for t in times],
+        # CPU seconds (all threads) per step: ≈ threads × wall time on an otherwise idle machine
+        "step_cpu_seconds_median": round(statistics.median(cpu), 3),
+        "load_average_1min": round(os.getloadavg()[0], 2),
     }))
 
 
