@@ -10,6 +10,8 @@ optional, for the segment-level protocol, one pair per query length tau (seconds
 ``zq_<tau>``    float (N, S_tau, D)  embeddings of tau-long query windows every 5 s
 ``maskq_<tau>`` bool  (N, S_tau)     True = padding
 with ``<tau>`` written as an integer when tau is whole (``zq_20``), else as a decimal (``zq_2.5``).
+optional ``zqt`` / ``maskqt``: track-level query embeddings when queries are shingled differently
+from candidates (``--qslen``/``--qshop``); absent means queries use ``z``/``mask``.
 optional ``clique_name`` str (N,): the dataset's clique ids behind ``clique``.
 """
 
@@ -31,6 +33,7 @@ class Embeddings:
     track: np.ndarray  # (N,) str
     queries: dict[float, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)  # tau -> (z, mask)
     clique_name: np.ndarray | None = None
+    track_queries: tuple[np.ndarray, np.ndarray] | None = None  # (zqt, maskqt)
 
     @property
     def n_tracks(self) -> int:
@@ -54,6 +57,9 @@ def save_embeddings(path: str | Path, emb: Embeddings) -> Path:
     }
     if emb.clique_name is not None:
         arrays["clique_name"] = np.asarray(emb.clique_name, dtype=str)
+    if emb.track_queries is not None:
+        arrays["zqt"] = np.ascontiguousarray(emb.track_queries[0], dtype=np.float32)
+        arrays["maskqt"] = np.asarray(emb.track_queries[1], dtype=bool)
     for tau, (zq, mq) in sorted(emb.queries.items()):
         arrays[f"zq_{tau_key(tau)}"] = np.ascontiguousarray(zq, dtype=np.float32)
         arrays[f"maskq_{tau_key(tau)}"] = np.asarray(mq, dtype=bool)
@@ -110,13 +116,21 @@ def load_embeddings(path: str | Path) -> Embeddings:
                 f"embeddings file {path}: {key} {zq.shape} / {mkey} {mq.shape} must be ({n}, S_tau, {z.shape[2]}) / ({n}, S_tau)"
             )
         queries[tau] = (_check_z(path, key, zq, mq.astype(bool)), mq.astype(bool))
+    track_queries = None
+    if "zqt" in keys:
+        if "maskqt" not in keys:
+            raise ClewsError(f"embeddings file {path}: zqt has no matching maskqt")
+        zqt, mqt = data["zqt"], data["maskqt"].astype(bool)
+        if zqt.ndim != 3 or zqt.shape[0] != n or zqt.shape[2] != z.shape[2] or mqt.shape != zqt.shape[:2]:
+            raise ClewsError(f"embeddings file {path}: zqt {zqt.shape} / maskqt {mqt.shape} must be ({n}, S_q, {z.shape[2]}) / ({n}, S_q)")
+        track_queries = (_check_z(path, "zqt", zqt, mqt), mqt)
     track = track.astype(str)
     if len(set(track.tolist())) != n:
         raise ClewsError(f"embeddings file {path}: track ids are not unique")
     clique_name = data["clique_name"].astype(str) if "clique_name" in keys else None
     return Embeddings(
         z=z, mask=mask.astype(bool), clique=clique.astype(np.int64), track=track, queries=queries,
-        clique_name=clique_name,
+        clique_name=clique_name, track_queries=track_queries,
     )
 
 

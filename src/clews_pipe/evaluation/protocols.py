@@ -70,8 +70,9 @@ def evaluate_track_level(
     parse_redux(redux)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    zq, mq = emb.track_queries if emb.track_queries is not None else (emb.z, emb.mask)
     path = compute_distance_matrix(
-        out_dir / "distances.zarr", emb.z, emb.mask, emb.z, emb.mask, redux,
+        out_dir / "distances.zarr", zq, mq, emb.z, emb.mask, redux,
         query_track=emb.track, candidate_track=emb.track, query_clique=emb.clique, candidate_clique=emb.clique,
         settings=_with_device(settings, ctx), rank=ctx.rank, world_size=ctx.world_size, barrier=ctx.barrier,
         progress=progress, on_tile=on_tile,

@@ -1,0 +1,149 @@
+"""``clews-pipe evaluate`` (track / segment level) and ``clews-pipe fuse``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from clews_pipe.errors import ClewsError
+
+
+def _floats(text: str, what: str) -> list[float]:
+    try:
+        values = [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise ClewsError(f"{what}: expected comma-separated numbers, got {text!r}") from None
+    if not values:
+        raise ClewsError(f"{what}: no values in {text!r}")
+    return values
+
+
+def evaluate(
+    checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="model checkpoint (with --store)"),
+    store: Optional[Path] = typer.Option(None, "--store", help="feature store (with --checkpoint)"),
+    embeddings: Optional[Path] = typer.Option(None, "--embeddings", help="embeddings .npz instead of checkpoint + store"),
+    split: str = typer.Option("test", "--split", help="partition of the store to evaluate"),
+    redux: str = typer.Option("bpwr-10", "--redux", help="track-level reduction: min, max, mean, meanmin, minmean, best-<r>, bpwr-<r>"),
+    level: str = typer.Option("track", "--level", help="track or segment"),
+    taus: str = typer.Option("5,10,20,30,40,60,90", "--taus", help="segment level: query lengths in seconds"),
+    out: Path = typer.Option(Path("eval-out"), "--out", help="output folder"),
+    devices: int = typer.Option(1, "--devices", help="processes (CPU) or GPUs per node"),
+    nodes: int = typer.Option(1, "--nodes", help="nodes"),
+    accelerator: str = typer.Option("cpu", "--accelerator", help="cpu, gpu or auto"),
+    maxlen: float = typer.Option(600.0, "--maxlen", help="seconds of each track used (checkpoint path)"),
+    cslen: Optional[float] = typer.Option(None, "--cslen", help="candidate shingle length in s (default: the model's)"),
+    cshop: float = typer.Option(5.0, "--cshop", help="candidate shingle hop in s"),
+    qslen: Optional[float] = typer.Option(None, "--qslen", help="track-level query shingle length in s (default: cslen)"),
+    qshop: float = typer.Option(5.0, "--qshop", help="query shingle hop in s"),
+    batch_size: int = typer.Option(32, "--batch-size", help="shingles per model call (checkpoint path)"),
+    tile: int = typer.Option(512, "--tile", help="tracks per tile side (= Zarr chunk)"),
+    memory_mb: float = typer.Option(256.0, "--memory-mb", help="memory budget of one block of segment distances"),
+    export_wealy: Optional[Path] = typer.Option(None, "--export-wealy", help="also write the matrix as a WEALY pickle"),
+    trust_checkpoint: bool = typer.Option(False, "--trust-checkpoint", help="allow arbitrary pickled objects in the checkpoint"),
+    quiet: bool = typer.Option(False, "--quiet", help="no progress bars"),
+) -> None:
+    """Distance matrix + MAP / MR1 / NAR for a checkpoint on a store split, or for an embeddings file."""
+    from clews_pipe.evaluation.distances import TileSettings
+    from clews_pipe.evaluation.protocols import run_on_ranks
+    from clews_pipe.evaluation.reductions import parse_redux
+
+    if (embeddings is None) == (checkpoint is None and store is None):
+        raise ClewsError("give either --embeddings FILE or --checkpoint CKPT --store STORE")
+    if embeddings is None and (checkpoint is None or store is None):
+        raise ClewsError("--checkpoint and --store go together")
+    if level not in ("track", "segment"):
+        raise ClewsError(f"--level must be track or segment, not {level!r}")
+    parse_redux(redux)
+    tau_values = _floats(taus, "--taus") if level == "segment" else []
+    if tile < 1:
+        raise ClewsError(f"--tile must be >= 1, got {tile}")
+    settings = TileSettings(tile=tile, memory_mb=memory_mb)
+    job = _EvaluateJob(
+        checkpoint=checkpoint, store=store, embeddings=embeddings, split=split, redux=redux, level=level,
+        taus=tau_values, out=out, settings=settings, maxlen=maxlen, cslen=cslen, cshop=cshop, qslen=qslen,
+        qshop=qshop, batch_size=batch_size, trust=trust_checkpoint, progress=not quiet,
+    )
+    result = run_on_ranks(job, devices=devices, nodes=nodes, accelerator=accelerator)
+    if result is None:  # not rank 0
+        return
+    if export_wealy is not None and level == "track":
+        from clews_pipe.evaluation.wealy import export_wealy as write_wealy
+
+        write_wealy(out / "distances.zarr", export_wealy, {"split": split, "checkpoint": str(checkpoint or ""), "embeddings": str(embeddings or "")})
+        typer.echo(f"WEALY pickle: {export_wealy}")
+    _print_result(result, out)
+
+
+class _EvaluateJob:
+    """The per-rank body (picklable: plain attributes only)."""
+
+    def __init__(self, **kw):
+        self.__dict__.update(kw)
+
+    def __call__(self, ctx):
+        from clews_pipe.evaluation.protocols import evaluate_segment_level, evaluate_track_level
+
+        emb = self._embeddings(ctx)
+        if self.level == "track":
+            return evaluate_track_level(emb, self.out, self.redux, ctx, self.settings, self.progress)
+        return evaluate_segment_level(emb, self.out, self.taus, ctx, self.settings, self.progress)
+
+    def _embeddings(self, ctx):
+        from clews_pipe.evaluation.embeddings import load_embeddings
+
+        if self.embeddings is not None:
+            return load_embeddings(self.embeddings)
+        from clews_pipe.evaluation.embed import EmbedSettings, embed_store
+
+        return embed_store(
+            self.checkpoint, self.store, self.split, Path(self.out) / "embeddings.npz",
+            EmbedSettings(
+                maxlen=self.maxlen, cslen=self.cslen, cshop=self.cshop, qslen=self.qslen, qshop=self.qshop,
+                taus=tuple(self.taus), batch_size=self.batch_size,
+            ),
+            ctx=ctx, trust=self.trust, progress=self.progress,
+        )
+
+
+def _print_result(result: dict, out: Path) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    rows = result["per_tau"] if result.get("level") == "segment" else [result]
+    table = Table(title=f"{result['level']} level, {result['redux']}")
+    if result.get("level") == "segment":
+        table.add_column("tau [s]", justify="right")
+    for name in ("NAR (%)", "MAP", "MR1", "queries", "skipped"):
+        table.add_column(name, justify="right")
+    for row in rows:
+        cells = [f"{row['tau']:g}"] if "tau" in row else []
+        cells += [
+            f"{row['NAR']:.2f} ± {row['NAR_ci']:.2f}", f"{row['MAP']:.3f} ± {row['MAP_ci']:.3f}",
+            f"{row['MR1']:.1f} ± {row['MR1_ci']:.1f}", str(row["queries"]), str(row["skipped"]),
+        ]
+        table.add_row(*cells)
+    Console().print(table)
+    typer.echo(f"written: {out / 'metrics.json'}, {out / 'metrics.md'}")
+
+
+def fuse(
+    matrix_a: Path = typer.Argument(..., help="distances.zarr folder or WEALY pickle"),
+    matrix_b: Path = typer.Argument(..., help="distances.zarr folder or WEALY pickle"),
+    alphas: str = typer.Option("0,0.25,0.5,0.75,1", "--alphas", help="weights alpha of B in A + alpha*B"),
+    out: Path = typer.Option(Path("fusion.csv"), "--out", help="CSV with MAP/MR1/NAR per alpha"),
+) -> None:
+    """Evaluate the late fusion A + alpha * B of two distance matrices over the same tracks."""
+    from clews_pipe.evaluation.fuse import fuse as run_fuse
+
+    rows = run_fuse(matrix_a, matrix_b, _floats(alphas, "--alphas"), out)
+    for row in rows:
+        typer.echo(f"alpha={row['alpha']:g}  NAR={row['NAR']:.2f}  MAP={row['MAP']:.3f}  MR1={row['MR1']:.1f}")
+    typer.echo(f"written: {out}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("evaluate")(evaluate)
+    app.command("fuse")(fuse)
