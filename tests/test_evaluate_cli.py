@@ -150,3 +150,73 @@ def test_fuse_rejects_different_tracks(tmp_path, capsys):
     code = main(["fuse", str(tmp_path / "a" / "distances.zarr"), str(tmp_path / "b" / "distances.zarr"), "--out", str(tmp_path / "f.csv")])
     err = capsys.readouterr().err
     assert code == 2 and "tracks differ" in err
+
+
+def _tiny_checkpoint_and_store(tmp_path, store_params=None):
+    import torch
+
+    from clews_pipe.features.cqt import CQTParams
+    from clews_pipe.features.store import create_store
+    from clews_pipe.training.checkpoint import save_checkpoint
+    from clews_pipe.training.config import load_train_config, to_plain_dict
+    from clews_pipe.training.model import CLEWS
+
+    from omegaconf import OmegaConf
+
+    conf = load_train_config(base=OmegaConf.to_container(OmegaConf.load("configs/tiny-cpu.yaml")))
+    torch.manual_seed(0)
+    model = CLEWS(conf.model, samplerate=16000).eval()
+    ckpt = tmp_path / "tiny.ckpt"
+    save_checkpoint(ckpt, {"model": model.state_dict(), "config": to_plain_dict(conf), "epoch": 0})
+    rng = np.random.default_rng(0)
+    writer = create_store(tmp_path / "store", cqt_params=store_params or CQTParams().to_dict())
+    lengths = [150, 260, 420, 90, 300]  # frames (10/s): one shorter than a 20 s shingle
+    cliques = ["C1", "C1", "C2", "C2", "C3"]
+    records, feats = [], []
+    for i, (n, c) in enumerate(zip(lengths, cliques)):
+        records.append({"track_id": f"tr{i}", "clique": c, "version": f"V{i}", "split": "test", "status": "ok",
+                        "duration": n / 10.0})
+        feats.append(rng.random((n, 84)).astype(np.float16))
+    writer.write_part("p0", records, feats)
+    writer.consolidate()
+    return ckpt, tmp_path / "store", model, feats
+
+
+def test_checkpoint_and_store_path(tmp_path):
+    import torch
+
+    from clews_pipe.evaluation.embed import cut_windows
+
+    ckpt, store, model, feats = _tiny_checkpoint_and_store(tmp_path)
+    out = tmp_path / "out"
+    assert main(["evaluate", "--checkpoint", str(ckpt), "--store", str(store), "--out", str(out), "--quiet",
+                 "--level", "segment", "--taus", "5,20"]) == 0
+    emb = load_embeddings(out / "embeddings.npz")
+    assert emb.track.tolist() == [f"tr{i}" for i in range(5)]
+    assert emb.clique.tolist() == [0, 0, 1, 1, 2]
+    # track 2: 420 frames -> shingles of 200 every 50: starts 0..250 (last repeat-padded) = 6 shingles
+    assert (~emb.mask).sum(1).tolist() == [1, 3, 6, 1, 3]
+    # independent check of one track's shingle embeddings: slice frames by hand, run the model
+    frames = feats[2].astype(np.float32)
+    by_hand = np.stack([np.take(frames, np.arange(s, s + 200) % 420, axis=0).T for s in range(0, 300, 50)])
+    with torch.no_grad():
+        want = model.embed(torch.from_numpy(by_hand)[None])[0].numpy()
+    np.testing.assert_allclose(emb.z[2, :6], want, rtol=1e-4, atol=1e-5)
+    # 5 s queries are 50-frame windows repeated to the model's 200-frame shingle
+    short = cut_windows(frames, 50, 50, 200)
+    assert short.shape == (9, 84, 200)  # starts 0..400; the last runs past 420 and wraps around
+    np.testing.assert_array_equal(short[8], np.take(frames, (400 + np.arange(200) % 50) % 420, axis=0).T)
+    assert set(emb.queries) == {5.0, 20.0}
+    result = json.loads((out / "metrics.json").read_text())
+    assert [r["tau"] for r in result["per_tau"]] == [5.0, 20.0] and result["per_tau"][0]["skipped"] == 1
+
+
+def test_checkpoint_store_cqt_mismatch(tmp_path, capsys):
+    from clews_pipe.features.cqt import CQTParams
+
+    params = CQTParams().to_dict()
+    params["fscale"] = 2.0
+    ckpt, store, _, _ = _tiny_checkpoint_and_store(tmp_path, store_params=params)
+    code = main(["evaluate", "--checkpoint", str(ckpt), "--store", str(store), "--out", str(tmp_path / "o"), "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 2 and "fscale" in err and "differs" in err, err

@@ -95,6 +95,7 @@ def embed_store(ckpt, store_path, split: str, out_file, settings: EmbedSettings,
 
     ctx = ctx or RankContext()
     out_file = Path(out_file)
+    out_file.parent.mkdir(parents=True, exist_ok=True)
     store = open_store(store_path)
     model, _ = load_model(ckpt, trust=trust, device=ctx.device)
     check_cqt_match(model.cqt_params.to_dict(), dict(store.cqt_params), ckpt, store_path)
