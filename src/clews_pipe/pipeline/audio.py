@@ -56,22 +56,60 @@ class DecodedAudio:
     source_duration: float = float("nan")
 
 
-def _frame_to_mono(frame) -> np.ndarray:
-    """Average the channels of one decoded PyAV AudioFrame into float32 in [-1, 1]."""
-    fmt = frame.format
-    channels = frame.layout.nb_channels
-    data = frame.to_ndarray()
-    base = fmt.name.rstrip("p") if fmt.is_planar else fmt.name
-    if base in _INT_SCALE:
-        offset = 128.0 if base == "u8" else 0.0
-        data = (data.astype(np.float32) - offset) * np.float32(1.0 / _INT_SCALE[base])
-    else:
-        data = data.astype(np.float32, copy=False)
-    if channels == 1:
-        return data.reshape(-1)
-    if fmt.is_planar:  # (channels, samples)
-        return data.mean(axis=0, dtype=np.float32)
-    return data.reshape(-1, channels).mean(axis=1, dtype=np.float32)  # interleaved
+_DTYPES = {"u8": np.uint8, "s16": np.int16, "s32": np.int32, "s64": np.int64, "flt": np.float32, "dbl": np.float64}
+
+
+class _MonoMixer:
+    """Collects decoded frames as raw sample buffers (no per-frame numpy work beyond a view)
+    and turns each run of frames with one sample format and channel count into mono float32
+    in one vectorised step: scale integer formats to [-1, 1], average the channels."""
+
+    def __init__(self):
+        self.key = None
+        self.run: list = []
+        self.mono: list[np.ndarray] = []
+        self.samples = 0
+
+    def add(self, frame) -> int:
+        fmt = frame.format
+        channels = frame.layout.nb_channels
+        key = (fmt.name, channels)
+        if key != self.key:
+            self.flush()
+            self.key = key
+        dtype = _DTYPES[fmt.name.rstrip("p") if fmt.is_planar else fmt.name]
+        n = frame.samples
+        if fmt.is_planar:
+            self.run.append([np.frombuffer(plane, dtype=dtype, count=n) for plane in frame.planes[:channels]])
+        else:
+            self.run.append(np.frombuffer(frame.planes[0], dtype=dtype, count=n * channels))
+        self.samples += n
+        return n
+
+    def flush(self) -> None:
+        if not self.run:
+            return
+        name, channels = self.key
+        planar = name.endswith("p") and name.rstrip("p") in _DTYPES
+        base = name.rstrip("p") if planar else name
+        if planar:
+            data = np.stack([np.concatenate([chunk[c] for chunk in self.run]) for c in range(channels)])
+        else:
+            data = np.concatenate(self.run).reshape(-1, channels).T
+        if base in _INT_SCALE:
+            offset = 128.0 if base == "u8" else 0.0
+            scale = np.float32(1.0 / (_INT_SCALE[base] * channels))
+            mono = (data.sum(axis=0, dtype=np.float64) - offset * channels).astype(np.float32) * scale
+        elif channels == 1:
+            mono = data[0].astype(np.float32)
+        else:
+            mono = data.mean(axis=0, dtype=np.float32)
+        self.mono.append(mono)
+        self.run = []
+
+    def waveform(self) -> np.ndarray:
+        self.flush()
+        return np.concatenate(self.mono) if len(self.mono) != 1 else self.mono[0]
 
 
 def _stated_duration(container, stream) -> float:
@@ -103,7 +141,7 @@ def decode_audio(path, samplerate: int = 16000, max_seconds: float = 600.0) -> D
     if max_seconds <= 0:
         raise ClewsError(f"max_seconds must be > 0, got {max_seconds}")
 
-    chunks: list[np.ndarray] = []
+    mixer = _MonoMixer()
     n_in = 0
     in_rate = 0
     errors = 0
@@ -150,20 +188,19 @@ def decode_audio(path, samplerate: int = 16000, max_seconds: float = 600.0) -> D
                         )
                     in_rate = frame.sample_rate
                     needed = math.ceil(max_seconds * in_rate)
-                mono = _frame_to_mono(frame)
-                chunks.append(mono)
-                n_in += mono.shape[0]
+                n_in += mixer.add(frame)
         stopped_early = n_in >= needed
 
     if n_in == 0 or not in_rate:
         why = f"decode failed: {first_error}" if first_error else "no audio samples decoded"
         raise AudioDecodeError(f"{path}: {why}")
 
-    waveform = np.concatenate(chunks) if len(chunks) > 1 else chunks[0]
+    waveform = mixer.waveform()
     capped = bool(stopped_early)
     if capped:
         waveform = waveform[: int(needed)]
-    np.nan_to_num(waveform, copy=False, nan=0.0, posinf=0.0, neginf=0.0)
+    if not np.isfinite(waveform.sum(dtype=np.float64)):  # float codecs can emit inf/nan on damage
+        np.nan_to_num(waveform, copy=False, nan=0.0, posinf=0.0, neginf=0.0)
     decoded_seconds = waveform.shape[0] / in_rate
 
     if in_rate != samplerate:
