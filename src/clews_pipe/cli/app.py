@@ -20,6 +20,7 @@ COMMAND_MODULES: list[str] = [
     "evaluate",
     "extract",
     "demo_corpus",
+    "train",
 ]
 
 

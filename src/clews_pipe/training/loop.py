@@ -1,0 +1,309 @@
+"""The Fabric training loop: DDP over any number of nodes, resumable, validated every epoch.
+
+``train(conf, out_dir)`` is the library entry point behind ``clews-pipe train``. Under ``srun``
+Fabric discovers nodes and ranks from SLURM's environment; on one machine with
+``fabric.devices=N`` it starts the other N-1 processes itself.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from clews_pipe.config import to_yaml
+from clews_pipe.errors import ClewsError
+
+CSV_FIELDS = [
+    "epoch",
+    "train_loss",
+    "val_loss",
+    "val_MAP",
+    "val_NAR",
+    "lr",
+    "segments_per_s",
+    "data_wait_fraction",
+    "epoch_s",
+]
+CONFIG_NAME = "configuration.yaml"
+LAST_NAME = "checkpoint_last.ckpt"
+BEST_NAME = "checkpoint_best.ckpt"
+
+
+def make_fabric(fabric_conf: DictConfig, loggers: list | None = None):
+    """A Fabric from the ``fabric`` config section (accelerator, devices, nodes, strategy, precision)."""
+    from lightning.fabric import Fabric
+
+    precision = str(fabric_conf.precision)
+    if precision == "32":
+        precision = "32-true"
+    devices: Any = fabric_conf.devices
+    strategy = fabric_conf.strategy
+    if str(devices) in ("1",) and int(fabric_conf.nodes) == 1:
+        strategy = "auto"
+    return Fabric(
+        accelerator=fabric_conf.accelerator,
+        devices=devices,
+        num_nodes=int(fabric_conf.nodes),
+        strategy=strategy,
+        precision=precision,
+        loggers=loggers,
+    )
+
+
+def monitor_value(monitor: str, val_map: float, val_nar: float) -> float:
+    """The quantity ReduceLROnPlateau and the best checkpoint follow (lower is better).
+
+    ``nar_map`` (Discogs-VI): sqrt(NAR · (1 − MAP)) with NAR as a fraction; ``map`` (SHS100K): −MAP.
+    """
+    if monitor == "nar_map":
+        return math.sqrt(max(val_nar / 100.0, 0.0) * max(1.0 - val_map, 0.0))
+    if monitor == "map":
+        return -val_map
+    raise ClewsError(f"training.monitor: unknown value '{monitor}' (expected nar_map or map)")
+
+
+def _epoch_seed(seed: int, epoch: int, rank: int) -> int:
+    return int(np.random.SeedSequence([seed, epoch, rank]).generate_state(1)[0])
+
+
+def _append_csv(path: Path, row: dict) -> None:
+    new = not path.exists()
+    with path.open("a", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=CSV_FIELDS)
+        if new:
+            writer.writeheader()
+        writer.writerow({k: row.get(k, "") for k in CSV_FIELDS})
+
+
+def _check_finite(value: float, what: str, epoch: int, step: int | None = None) -> None:
+    if not math.isfinite(value):
+        where = f"epoch {epoch}" + (f", step {step}" if step is not None else "")
+        raise ClewsError(
+            f"{what} is {value} at {where}: training diverged "
+            "(lower training.lr, enable training.grad_clip, or check the store with `clews-pipe store verify`)"
+        )
+
+
+def train(conf: DictConfig, out_dir: str | Path) -> list[dict]:
+    """Train (or resume) a CLEWS model; returns the metrics rows of the epochs run (rank 0)."""
+    from lightning.fabric.loggers import TensorBoardLogger
+
+    out = Path(out_dir)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ClewsError(f"{out}: cannot create the run directory ({exc.strerror})") from None
+    fabric = make_fabric(conf.fabric, loggers=[TensorBoardLogger(root_dir=str(out), name="tensorboard")])
+    return fabric.launch(_train_on_rank, conf, out)
+
+
+def _train_on_rank(fabric, conf: DictConfig, out: Path) -> list[dict]:
+    from tqdm.auto import tqdm
+
+    from clews_pipe.features.augment import CQAugment
+    from clews_pipe.features.dataset import make_train_loader
+    from clews_pipe.features.store import open_store
+    from clews_pipe.training.checkpoint import load_checkpoint, save_checkpoint
+    from clews_pipe.training.loss import clews_loss
+    from clews_pipe.training.model import CLEWS
+    from clews_pipe.training.validate import validate
+
+    tconf = conf.training
+    rank, world = fabric.global_rank, fabric.world_size
+    store = open_store(conf.data.store)
+    _check_store_matches_model(store, conf)
+
+    train_loader = make_train_loader(
+        store,
+        conf.data,
+        split=conf.data.train_split,
+        batch_size=int(tconf.batch_size),
+        seed=int(tconf.seed),
+        rank=rank,
+        world_size=world,
+        workers=int(conf.data.workers),
+    )
+    val_loader = make_train_loader(
+        store,
+        conf.data,
+        split=conf.data.val_split,
+        batch_size=int(tconf.batch_size),
+        seed=int(tconf.seed) + 1,
+        rank=rank,
+        world_size=world,
+        workers=int(conf.data.workers),
+        shuffle=False,
+        drop_last=False,
+    )
+
+    torch.manual_seed(int(tconf.seed))  # identical initial weights on every rank
+    with fabric.init_module():
+        model = CLEWS(conf.model, samplerate=int(conf.data.samplerate))
+    optimizer = torch.optim.Adam(model.parameters(), lr=float(tconf.lr))
+    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+        optimizer, mode="min", factor=float(tconf.plateau_factor), patience=int(tconf.plateau_patience)
+    )
+    start_epoch, best = 0, math.inf
+    last_path, best_path = out / LAST_NAME, out / BEST_NAME
+    if last_path.exists():  # resume: restore before Fabric wraps model and optimizer
+        state = load_checkpoint(last_path)
+        _check_resume_config(state, conf, last_path)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        start_epoch = int(state["epoch"])
+        best = float(state.get("best", math.inf))
+        fabric.print(f"resuming {last_path} at epoch {start_epoch + 1}")
+    elif rank == 0:
+        (out / CONFIG_NAME).write_text(to_yaml(conf))
+    model, optimizer = fabric.setup(model, optimizer)
+    model.mark_forward_method("embed")  # DDP gradient sync also when calling embed()
+    augment = CQAugment(conf.augment)
+
+    rows: list[dict] = []
+    for epoch in range(start_epoch, int(tconf.epochs)):
+        lr = optimizer.param_groups[0]["lr"]
+        if lr < float(tconf.min_lr):
+            fabric.print(f"learning rate {lr:.2e} < training.min_lr: stopping")
+            break
+        seed = _epoch_seed(int(tconf.seed), epoch, rank)
+        torch.manual_seed(seed)  # CQTPrepare's noise and any other global draw
+        generator = torch.Generator(device=fabric.device).manual_seed(seed)
+        train_loader.batch_sampler.set_epoch(epoch)
+
+        model.train()
+        t_epoch = time.perf_counter()
+        wait = 0.0
+        losses = []
+        n_segments = 0
+        bar = tqdm(
+            total=len(train_loader),
+            desc=f"epoch {epoch + 1}/{tconf.epochs}",
+            disable=rank != 0,
+            leave=False,
+            dynamic_ncols=True,
+        )
+        it = iter(train_loader)
+        step = 0
+        while True:
+            t0 = time.perf_counter()
+            try:
+                x, clique, track = next(it)
+            except StopIteration:
+                break
+            x = x.to(fabric.device, non_blocking=True).float()
+            clique = clique.to(fabric.device)
+            track = track.to(fabric.device)
+            wait += time.perf_counter() - t0
+            x = augment(x, generator)
+            z = model.embed(x)
+            loss, _, _ = clews_loss(
+                z,
+                clique,
+                track,
+                pos_redux=conf.model.loss.redux.pos,
+                neg_redux=conf.model.loss.redux.neg,
+                gamma=float(conf.model.loss.gamma),
+                epsilon=float(conf.model.loss.epsilon),
+            )
+            value = float(loss.detach())
+            _check_finite(value, "training loss", epoch + 1, step)
+            optimizer.zero_grad(set_to_none=True)
+            fabric.backward(loss)
+            if float(tconf.grad_clip) > 0:
+                fabric.clip_gradients(model, optimizer, max_norm=float(tconf.grad_clip))
+            optimizer.step()
+            losses.append(value)
+            n_segments += x.shape[0] * x.shape[1]
+            step += 1
+            bar.update(1)
+            bar.set_postfix(loss=f"{value:.3f}")
+        bar.close()
+        train_time = time.perf_counter() - t_epoch
+
+        stats = torch.tensor(
+            [sum(losses), len(losses), n_segments, wait, train_time], dtype=torch.float64, device=fabric.device
+        )
+        stats = fabric.all_reduce(stats, reduce_op="sum")
+        train_loss = float(stats[0] / max(stats[1], 1))
+        _check_finite(train_loss, "training loss", epoch + 1)
+
+        val = validate(fabric, model, val_loader, conf)
+        _check_finite(val["loss"], "validation loss", epoch + 1)
+        cost = monitor_value(str(tconf.monitor), val["MAP"], val["NAR"])
+        scheduler.step(cost)
+        is_best = cost < best
+        best = min(best, cost)
+
+        row = {
+            "epoch": epoch + 1,
+            "train_loss": round(train_loss, 6),
+            "val_loss": round(val["loss"], 6),
+            "val_MAP": round(val["MAP"], 6),
+            "val_NAR": round(val["NAR"], 6),
+            "lr": lr,
+            "segments_per_s": round(float(stats[2]) / max(train_time, 1e-9), 2),
+            "data_wait_fraction": round(float(stats[3] / max(stats[4], 1e-9)), 4),
+            "epoch_s": round(time.perf_counter() - t_epoch, 2),
+        }
+        rows.append(row)
+        fabric.log_dict({f"metrics/{k}": v for k, v in row.items() if k != "epoch"}, step=epoch + 1)
+        if rank == 0:
+            state = {
+                "model": _unwrapped_state_dict(model),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "epoch": epoch + 1,
+                "best": best,
+                "config": OmegaConf.to_container(conf, resolve=True),
+                "metrics": row,
+                "rng": {
+                    "torch": torch.get_rng_state(),
+                    "numpy": np.random.get_state()[1],
+                    "epoch_seed": seed,
+                },
+            }
+            save_checkpoint(last_path, state)
+            if is_best:
+                save_checkpoint(best_path, state)
+            _append_csv(out / "metrics.csv", row)
+            fabric.print(
+                f"epoch {epoch + 1}: train_loss {row['train_loss']:.4f}  val_loss {row['val_loss']:.4f}  "
+                f"val_MAP {row['val_MAP']:.3f}  val_NAR {row['val_NAR']:.2f}  lr {lr:.1e}  "
+                f"{row['segments_per_s']:.0f} seg/s  wait {100 * row['data_wait_fraction']:.1f}%"
+                + ("  *" if is_best else "")
+            )
+        fabric.barrier()
+    return rows
+
+
+def _unwrapped_state_dict(model) -> dict:
+    module = getattr(model, "module", model)
+    return {k: v.detach().cpu() for k, v in module.state_dict().items()}
+
+
+def _check_store_matches_model(store, conf: DictConfig) -> None:
+    """The stored CQT must be the one the model was built for (FACTS.md)."""
+    expected = dict(conf.model.cqt)
+    stored = store.cqt_params or {}
+    for key in ("hoplen", "noctaves", "nbinsoct", "fscale", "pool"):
+        if key in stored and key in expected and float(stored[key]) != float(expected[key]):
+            raise ClewsError(
+                f"{store.path}: store CQT {key}={stored[key]} differs from model.cqt.{key}={expected[key]}"
+            )
+
+
+def _check_resume_config(state: dict, conf: DictConfig, path: Path) -> None:
+    saved = (state.get("config") or {}).get("model")
+    now = OmegaConf.to_container(conf.model, resolve=True)
+    if saved is not None and saved != now:
+        raise ClewsError(
+            f"{path}: its model config differs from the one given; use another --out or the same config"
+        )

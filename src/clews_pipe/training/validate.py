@@ -1,0 +1,87 @@
+"""Per-epoch validation: loss, MAP and NAR on the val split, sharded over ranks.
+
+Each rank embeds its share of validation items (anchor + positives, 150 s blocks, no
+augmentation, the same items every epoch), the anchors' segment embeddings are gathered from all
+ranks, and each rank ranks all gathered anchors for its own anchors as queries with the
+evaluator's reduction and metrics (``clews_pipe.evaluation``). Sums are then all-reduced, so every
+rank gets the same numbers for the scheduler.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from omegaconf import DictConfig
+
+
+@torch.no_grad()
+def validate(fabric, model, loader, conf: DictConfig) -> dict:
+    from clews_pipe.evaluation.distances import tile_distances
+    from clews_pipe.evaluation.metrics import query_metrics
+    from clews_pipe.training.loss import clews_loss
+
+    n_per_class = int(conf.data.n_per_class)
+    model.eval()
+    loss_sum, n_batches = 0.0, 0
+    anchors_z, anchors_clique, anchors_track = [], [], []
+    for x, clique, track in loader:
+        x = x.to(fabric.device).float()
+        clique, track = clique.to(fabric.device), track.to(fabric.device)
+        z = model.embed(x)
+        loss, _, _ = clews_loss(
+            z,
+            clique,
+            track,
+            pos_redux=conf.model.loss.redux.pos,
+            neg_redux=conf.model.loss.redux.neg,
+            gamma=float(conf.model.loss.gamma),
+            epsilon=float(conf.model.loss.epsilon),
+        )
+        loss_sum += float(loss)
+        n_batches += 1
+        anchors_z.append(z[::n_per_class].float())
+        anchors_clique.append(clique[::n_per_class])
+        anchors_track.append(track[::n_per_class])
+    model.train()
+
+    local_z = torch.cat(anchors_z)
+    local_clique = torch.cat(anchors_clique)
+    local_track = torch.cat(anchors_track)
+    # Every rank holds the same number of batches (the sampler pads), so all_gather stacks evenly.
+    all_z = fabric.all_gather(local_z).reshape(-1, *local_z.shape[1:])
+    all_clique = fabric.all_gather(local_clique).reshape(-1)
+    all_track = fabric.all_gather(local_track).reshape(-1)
+    # The sampler pads with repeated anchors: keep each track once among the candidates ...
+    track_np = all_track.cpu().numpy()
+    _, first = np.unique(track_np, return_index=True)
+    keep = np.sort(first)
+    cand_z, cand_clique, cand_track = all_z[keep].cpu(), all_clique.cpu().numpy()[keep], track_np[keep]
+    # ... and among this rank's queries (a local row is a query where it is that first occurrence).
+    local_np = local_track.cpu().numpy()
+    is_first = np.zeros(len(track_np), dtype=bool)
+    is_first[first] = True
+    offset = fabric.global_rank * len(local_np)
+    q_rows = np.nonzero(is_first[offset : offset + len(local_np)])[0]
+    q_z = local_z[torch.as_tensor(q_rows)].cpu()
+    no_pad_q = torch.zeros(q_z.shape[:2], dtype=torch.bool)
+    no_pad_c = torch.zeros(cand_z.shape[:2], dtype=torch.bool)
+    dist = tile_distances(q_z, no_pad_q, cand_z, no_pad_c, str(conf.eval.redux), memory_mb=256.0)
+    by_track = np.argsort(cand_track)
+    own_col = by_track[np.searchsorted(cand_track[by_track], local_np[q_rows])]
+    per_query = query_metrics(dist, local_clique.cpu().numpy()[q_rows], cand_clique, own_col)
+    ok = per_query.evaluated
+    sums = torch.tensor(
+        [loss_sum, n_batches, float(np.nansum(per_query.ap[ok])), float(np.nansum(per_query.nar[ok])), float(ok.sum())],
+        dtype=torch.float64,
+        device=fabric.device,
+    )
+    sums = fabric.all_reduce(sums, reduce_op="sum")
+    n_eval = float(sums[4])
+    return {
+        "loss": float(sums[0] / max(float(sums[1]), 1.0)),
+        "MAP": float(sums[2] / n_eval) if n_eval else math.nan,
+        "NAR": float(sums[3] / n_eval) if n_eval else math.nan,
+        "queries": int(n_eval),
+    }
