@@ -20,8 +20,6 @@ from clews_pipe.features.store import layout, open_store
 from clews_pipe.pipeline.extract_config import extract_config, load_extract_config
 from clews_pipe.pipeline.extract_job import balanced_parts, run_extract
 
-pytest.importorskip("clews_pipe.pipeline.catalogs")  # (temporary: lands with helper A's commit)
-
 SPLIT_PREFIX = "DiscogsVI-YT-20240701-light.json"
 SR = 16000
 

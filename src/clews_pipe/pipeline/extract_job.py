@@ -280,6 +280,8 @@ def run_extract(conf: DictConfig, on_start: Optional[Callable[[int, int], None]]
         "task_seconds": 0.0,
         "failed_tracks": [],
         "lost_parts": [],
+        "cluster_seconds": 0.0,
+        "processing_seconds": 0.0,
     }
     summary["this_run"]["missing"] = len(missing_records)
     job_started = time.perf_counter()
@@ -292,7 +294,9 @@ def run_extract(conf: DictConfig, on_start: Optional[Callable[[int, int], None]]
     index = writer.consolidate()
     summary["wall_seconds"] = time.perf_counter() - started
     summary["audio_hours"] = summary["audio_seconds"] / 3600.0
-    summary["realtime_factor"] = summary["audio_seconds"] / summary["job_seconds"] if parts else 0.0
+    # throughput of the processing itself (cluster start-up excluded; job_seconds includes it)
+    processing = summary.get("processing_seconds", 0.0)
+    summary["realtime_factor"] = summary["audio_seconds"] / processing if processing > 0 else 0.0
     counts = index["status"].value_counts()
     summary["store_totals"] = {s: int(counts.get(s, 0)) for s in STATUSES}
     stored = index[index["status"].isin(["ok", "truncated"])]
@@ -317,7 +321,10 @@ def _run_parts(conf: DictConfig, store_path: str, parts: list[list[dict]], tag: 
         "cqt_impl": str(conf.cqt_impl),
     }
     settings = [dict(base, part_name=name) for name in names]
+    cluster_started = time.perf_counter()
     with dask_client(conf) as client:
+        processing_started = time.perf_counter()
+        summary["cluster_seconds"] = processing_started - cluster_started
         futures = client.map(extract_part, parts, settings, key=names, pure=False, retries=int(conf.retries))
         for future in as_completed(futures):
             if future.status != "finished":
@@ -332,3 +339,4 @@ def _run_parts(conf: DictConfig, store_path: str, parts: list[list[dict]], tag: 
             summary["failed_tracks"].extend(part["failed"])
             if on_part is not None:
                 on_part(part)
+        summary["processing_seconds"] = time.perf_counter() - processing_started

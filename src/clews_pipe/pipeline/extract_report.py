@@ -61,6 +61,8 @@ class ExtractProgress:
         self._failed += part["counts"].get("failed", 0)
         self._progress.update(self._task, advance=part["tracks"], hours=self._hours, failed=self._failed,
                               parts=f"{self._parts_done}/{self._n_parts} parts")
+        if self._parts_done == self._n_parts:  # the bar is final: consolidation + shutdown follow
+            self.stop()
 
     def stop(self) -> None:
         if self._progress is not None:
@@ -89,7 +91,8 @@ def summary_table(summary: dict) -> Table:
     table.add_row("parts written", f"{summary['parts_written']}/{summary['parts']}", "")
     table.add_row("wall time", f"{summary['wall_seconds']:.1f} s", "")
     if summary["parts"]:
-        table.add_row("throughput", f"{summary['realtime_factor']:.0f}× real time", "")
+        table.add_row("  of which cluster start", f"{summary['cluster_seconds']:.1f} s", "")
+        table.add_row("throughput (after cluster start)", f"{summary['realtime_factor']:.0f}× real time", "")
     return table
 
 
