@@ -21,6 +21,9 @@ COMMAND_MODULES: list[str] = [
     "extract",
     "demo_corpus",
     "train",
+    "embed",
+    "checkpoint",
+    "search",
 ]
 
 

@@ -1,0 +1,85 @@
+"""``clews-pipe index build EMBEDDINGS --out INDEX`` and ``clews-pipe search INDEX QUERY``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from clews_pipe.errors import ClewsError
+
+index_app = typer.Typer(help="Exact FAISS indexes over candidate segment embeddings.", no_args_is_help=True)
+
+
+@index_app.command("build")
+def build(
+    embeddings: Path = typer.Argument(..., help="evaluation embeddings .npz, or a folder of 'clews-pipe embed' outputs"),
+    out: Path = typer.Option(..., "--out", help="index file to write (its segment mapping goes beside it)"),
+    hop: float = typer.Option(5.0, "--hop", help="segment hop in seconds of an evaluation embeddings file"),
+) -> None:
+    """Index every unpadded segment (IndexFlatL2, exact) with its track and start time."""
+    from clews_pipe.evaluation.segment_index import build_segment_index, mapping_path
+
+    built = build_segment_index(embeddings, out, hop=hop)
+    typer.echo(f"{out}: {built.n_segments} segments of {len(built.tracks)} tracks, D={built.dim} "
+               f"(mapping {mapping_path(out).name})")
+
+
+def search(
+    index: Path = typer.Argument(..., help="index written by 'clews-pipe index build'"),
+    query: Path = typer.Argument(..., help="audio file (needs --checkpoint) or a 'clews-pipe embed' .npz"),
+    top: int = typer.Option(10, "--top", help="tracks to return"),
+    checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="model that embeds an audio query"),
+    hop: float = typer.Option(5.0, "--hop", help="audio query: segment hop in seconds"),
+    length: Optional[float] = typer.Option(None, "--len", help="audio query: segment length in seconds (default: the model's)"),
+    exclude: List[str] = typer.Option([], "--exclude", help="track name to leave out (repeatable)"),
+    as_json: bool = typer.Option(False, "--json", help="print one JSON object"),
+    device: str = typer.Option("cpu", "--device", help="torch device for an audio query"),
+    trust_checkpoint: bool = typer.Option(False, "--trust-checkpoint", help="allow arbitrary pickled objects in the checkpoint"),
+) -> None:
+    """Best-matching tracks by R_min (closest pair of query and candidate segments), with the pair's times."""
+    from clews_pipe.evaluation.audio_embed import embed_audio_file, load_file_embedding
+    from clews_pipe.evaluation.segment_index import load_segment_index, search_tracks
+
+    seg_index = load_segment_index(index)
+    if not query.is_file():
+        raise ClewsError(f"{query}: query file not found")
+    if query.suffix.lower() == ".npz":
+        q = load_file_embedding(query)
+    elif checkpoint is None:
+        raise ClewsError(f"{query}: an audio query needs --checkpoint to embed it (or give an embed .npz)")
+    else:
+        from clews_pipe.training.checkpoint import load_model
+
+        model, _ = load_model(checkpoint, trust=trust_checkpoint, device=device)
+        q = embed_audio_file(model, query, shingle_len=length, shingle_hop=hop, device=device)
+    matches = search_tracks(seg_index, q.z, q.starts, top=top, exclude=exclude)
+    if as_json:
+        typer.echo(json.dumps({"index": str(index), "query": str(query), "query_segments": int(q.z.shape[0]),
+                               "matches": [m.as_dict() for m in matches]}))
+        return
+    _print_table(matches, query)
+
+
+def _print_table(matches, query: Path) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"R_min matches for {query}")
+    for name in ("rank", "track", "distance", "query time", "candidate time"):
+        table.add_column(name, justify="left" if name == "track" else "right")
+    for m in matches:
+        table.add_row(str(m.rank), m.track, f"{m.distance:.6f}", _clock(m.query_start), _clock(m.candidate_start))
+    Console(width=120).print(table)
+
+
+def _clock(seconds: float) -> str:
+    minutes, rest = divmod(seconds, 60.0)
+    return f"{int(minutes)}:{rest:04.1f}"
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(index_app, name="index")
+    app.command("search")(search)
