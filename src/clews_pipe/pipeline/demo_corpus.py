@@ -49,10 +49,21 @@ _SOUNDFILE_FORMATS = {
     "ogg": ("OGG", "VORBIS"),
     "wav": ("WAV", "PCM_16"),
 }
-_MAJOR = np.array([0, 2, 4, 5, 7, 9, 11])
-_MINOR = np.array([0, 2, 3, 5, 7, 8, 10])
+#: Seven-note scales a song is written in (major, natural minor, dorian, mixolydian,
+#: harmonic minor, phrygian): more harmonic variety between cliques.
+_SCALES = np.array(
+    [
+        [0, 2, 4, 5, 7, 9, 11],
+        [0, 2, 3, 5, 7, 8, 10],
+        [0, 2, 3, 5, 7, 9, 10],
+        [0, 2, 4, 5, 7, 9, 10],
+        [0, 2, 3, 5, 7, 8, 11],
+        [0, 1, 3, 5, 7, 8, 10],
+    ]
+)
 _TABLE_BITS = 12
 _TABLE_SIZE = 1 << _TABLE_BITS
+_WRAP = 1 << 32
 _BEATS_PER_BAR = 4
 _BARS_PER_SECTION = 4
 _SYLLABLES = ("ka", "lo", "mi", "ra", "ne", "to", "su", "vi", "da", "ro", "fe", "lu", "ma", "zo", "ti", "be")
@@ -83,7 +94,7 @@ def _name(rng: np.random.Generator, words: int) -> str:
 
 def _make_song(seed: int, clique_index: int) -> _Song:
     rng = np.random.default_rng([seed, 1, clique_index])
-    scale = _MAJOR if rng.random() < 0.5 else _MINOR
+    scale = _SCALES[rng.choice(len(_SCALES), p=[0.35, 0.25, 0.1, 0.1, 0.1, 0.1])]
     chords, melodies = [], []
     for _ in range(3):
         roots = rng.choice([0, 3, 4, 5, 1, 2], size=_BARS_PER_SECTION, p=[0.3, 0.2, 0.2, 0.15, 0.1, 0.05])
@@ -155,8 +166,14 @@ class _Notes:
         self.index = np.cumsum(marks, dtype=np.int32)
         now = np.arange(n_samples, dtype=np.int32)
         self.pos = now - starts.astype(np.int32)[self.index]
-        left = (ends.astype(np.int32)[self.index] - now).astype(np.float32)
-        self.fade = np.minimum(left * np.float32(1.0 / (0.008 * sr)), np.float32(1.0))  # no clicks
+        self.pos_u32 = self.pos.view(np.uint32)
+        # release ramp over each note's last few ms (no clicks): scattered, not computed per sample
+        ramp = max(1, int(0.008 * sr))
+        tail = ends[:, None] - ramp + np.arange(ramp)[None, :]
+        level = np.broadcast_to((np.arange(ramp, 0, -1) / ramp).astype(np.float32), tail.shape)
+        keep = (tail >= starts[:, None]) & (tail < n_samples)
+        self.fade = np.ones(n_samples, dtype=np.float32)
+        self.fade[tail[keep]] = level[keep]
 
     def per_sample(self, values: np.ndarray) -> np.ndarray:
         return np.asarray(values)[self.index]
@@ -171,11 +188,18 @@ class _Notes:
         return env
 
     def oscillator(self, midi: np.ndarray, table: np.ndarray) -> np.ndarray:
-        """Wavetable oscillator playing one MIDI pitch per note (phase continuous)."""
+        """Wavetable oscillator playing one MIDI pitch per note, phase continuous across notes.
+
+        The phase is a 32-bit fixed-point fraction of a cycle computed per sample in closed
+        form, ``phase_at_onset[note] + step[note] * position`` in wrapping uint32 arithmetic;
+        its top bits index the table."""
         freq = 440.0 * 2.0 ** ((np.nan_to_num(midi) - 69.0) / 12.0)
-        step = np.round(freq / self.sr * 2.0**32).astype(np.int64)  # 32-bit fixed-point phase
-        phase = np.cumsum(self.per_sample(step))
-        return table[(phase >> (32 - _TABLE_BITS)) & (_TABLE_SIZE - 1)]
+        step = np.round(freq / self.sr * 2.0**32).astype(np.int64) % _WRAP
+        onset_phase = np.concatenate([[0], np.cumsum(step * self.lengths % _WRAP)[:-1] % _WRAP])
+        phase = onset_phase.astype(np.uint32)[self.index]
+        phase += step.astype(np.uint32)[self.index] * self.pos_u32
+        phase >>= np.uint32(32 - _TABLE_BITS)
+        return table[phase]
 
 
 def _render_version(song: _Song, seed: int, clique_index: int, version_index: int, duration: float, sr: int):
