@@ -18,7 +18,7 @@ from clews_pipe.cli.app import main as cli_main
 from clews_pipe.errors import ClewsError
 from clews_pipe.features.store import layout, open_store
 from clews_pipe.pipeline.extract_config import extract_config, load_extract_config
-from clews_pipe.pipeline.extract_job import balanced_parts, run_extract
+from clews_pipe.pipeline.extract_job import balanced_parts, effective_part_size, run_extract
 
 SPLIT_PREFIX = "DiscogsVI-YT-20240701-light.json"
 SR = 16000
@@ -128,6 +128,13 @@ def test_balanced_parts_cover_every_track_once_with_even_counts_and_sizes():
     naive = [np.sort(sizes)[::-1][k:k + 10].sum() for k in range(0, 103, 10)]
     assert totals.max() - totals.min() < (max(naive) - min(naive)) / 4
     assert balanced_parts(np.zeros(0), 5) == []
+
+
+def test_small_jobs_get_smaller_parts_so_every_worker_has_work():
+    assert effective_part_size(10_000, 64, 16) == 64  # large job: the configured size
+    assert effective_part_size(14, 64, 2) == 4  # 14 tracks on 2 workers: 4 parts of <= 4
+    assert effective_part_size(3, 64, 8) == 1
+    assert effective_part_size(0, 64, 2) == 1
 
 
 def test_config_cli_values_override_yaml_and_dotlist(tmp_path):

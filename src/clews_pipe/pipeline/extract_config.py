@@ -51,7 +51,7 @@ class ExtractConfig:
     splits: list[str] = field(default_factory=lambda: ["train", "val", "test"])
     samplerate: int = 16000
     max_seconds: float = 600.0  # decode at most the first 10 min of every track
-    part_size: int = 64  # tracks per Dask task / store part
+    part_size: int = 64  # tracks per Dask task / store part (smaller for jobs too small to feed every worker)
     balance: bool = True  # balance parts by audio file size (one stat per file)
     max_parts: int = 0  # process at most this many parts in this run (0 = all); a rerun continues
     cluster: str = "local"  # local | slurm (ignored when scheduler is set)

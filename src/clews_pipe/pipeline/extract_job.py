@@ -259,22 +259,17 @@ def run_extract(conf: DictConfig, on_start: Optional[Callable[[int, int], None]]
         writer.write_part(f"{tag}-missing", missing_records, [None] * len(missing_records))
 
     pending = catalog[(catalog["status"] == "pending") & ~catalog["track_id"].isin(done)]
-    parts = plan_parts(pending, int(conf.part_size), bool(conf.balance))
-    n_planned_tracks = sum(len(p) for p in parts)
-    if conf.max_parts:
-        parts = parts[: int(conf.max_parts)]
-    n_tracks = sum(len(p) for p in parts)
-
     summary = {
         "store": store_path,
         "backend": conf.backend,
         "catalog_tracks": int(len(catalog)),
         "already_done": int(catalog["track_id"].isin(done).sum()),
         "missing_recorded": len(missing_records),
-        "parts": len(parts),
+        "part_size": 0,
+        "parts": 0,
         "parts_written": 0,
-        "tracks_submitted": n_tracks,
-        "tracks_left_for_rerun": n_planned_tracks - n_tracks,
+        "tracks_submitted": 0,
+        "tracks_left_for_rerun": 0,
         "this_run": {s: 0 for s in STATUSES},
         "audio_seconds": 0.0,
         "task_seconds": 0.0,
@@ -285,10 +280,8 @@ def run_extract(conf: DictConfig, on_start: Optional[Callable[[int, int], None]]
     }
     summary["this_run"]["missing"] = len(missing_records)
     job_started = time.perf_counter()
-    if parts:
-        if on_start is not None:
-            on_start(len(parts), n_tracks)
-        _run_parts(conf, store_path, parts, tag, cqt_params, summary, on_part)
+    if not pending.empty:  # a rerun with nothing to do starts no cluster
+        _run_parts(conf, store_path, pending, tag, cqt_params, summary, on_start, on_part)
     summary["job_seconds"] = time.perf_counter() - job_started
 
     index = writer.consolidate()
@@ -304,11 +297,43 @@ def run_extract(conf: DictConfig, on_start: Optional[Callable[[int, int], None]]
     return summary
 
 
-def _run_parts(conf: DictConfig, store_path: str, parts: list[list[dict]], tag: str, cqt_params: dict, summary: dict,
-               on_part: Optional[Callable[[dict], None]]) -> None:
-    from distributed import as_completed
+def expected_workers(conf: DictConfig, client) -> int:
+    """How many workers the job will have: a started LocalCluster's, SLURM's jobs × processes,
+    or what a running scheduler reports now (at least 1)."""
+    if not conf.scheduler and conf.cluster == "slurm":
+        return int(conf.slurm.jobs) * int(conf.slurm.processes)
+    return max(1, len(client.scheduler_info().get("workers", {})))
 
+
+def effective_part_size(n_tracks: int, part_size: int, n_workers: int, parts_per_worker: int = 2) -> int:
+    """``part_size``, made smaller for small jobs so that every worker gets parts to work on."""
+    return max(1, min(int(part_size), math.ceil(n_tracks / (max(1, n_workers) * parts_per_worker))))
+
+
+def _run_parts(conf: DictConfig, store_path: str, pending: pd.DataFrame, tag: str, cqt_params: dict, summary: dict,
+               on_start: Optional[Callable[[int, int], None]], on_part: Optional[Callable[[dict], None]]) -> None:
     from clews_pipe.pipeline.cluster import dask_client
+
+    cluster_started = time.perf_counter()
+    with dask_client(conf) as client:
+        processing_started = time.perf_counter()
+        summary["cluster_seconds"] = processing_started - cluster_started
+        part_size = effective_part_size(len(pending), int(conf.part_size), expected_workers(conf, client))
+        parts = plan_parts(pending, part_size, bool(conf.balance))
+        if conf.max_parts:
+            parts = parts[: int(conf.max_parts)]
+        n_tracks = sum(len(p) for p in parts)
+        summary.update(part_size=part_size, parts=len(parts), tracks_submitted=n_tracks,
+                       tracks_left_for_rerun=len(pending) - n_tracks)
+        if on_start is not None:
+            on_start(len(parts), n_tracks)
+        _process_parts(client, conf, store_path, parts, tag, cqt_params, summary, on_part)
+        summary["processing_seconds"] = time.perf_counter() - processing_started
+
+
+def _process_parts(client, conf: DictConfig, store_path: str, parts: list[list[dict]], tag: str, cqt_params: dict,
+                   summary: dict, on_part: Optional[Callable[[dict], None]]) -> None:
+    from distributed import as_completed
 
     names = [f"{tag}-p{k:05d}" for k in range(len(parts))]
     base = {
@@ -321,22 +346,17 @@ def _run_parts(conf: DictConfig, store_path: str, parts: list[list[dict]], tag: 
         "cqt_impl": str(conf.cqt_impl),
     }
     settings = [dict(base, part_name=name) for name in names]
-    cluster_started = time.perf_counter()
-    with dask_client(conf) as client:
-        processing_started = time.perf_counter()
-        summary["cluster_seconds"] = processing_started - cluster_started
-        futures = client.map(extract_part, parts, settings, key=names, pure=False, retries=int(conf.retries))
-        for future in as_completed(futures):
-            if future.status != "finished":
-                summary["lost_parts"].append({"part": future.key, "error": _one_line(future.exception())})
-                continue
-            part = future.result()
-            summary["parts_written"] += 1
-            for status, count in part["counts"].items():
-                summary["this_run"][status] += count
-            summary["audio_seconds"] += part["audio_seconds"]
-            summary["task_seconds"] += part["seconds"]
-            summary["failed_tracks"].extend(part["failed"])
-            if on_part is not None:
-                on_part(part)
-        summary["processing_seconds"] = time.perf_counter() - processing_started
+    futures = client.map(extract_part, parts, settings, key=names, pure=False, retries=int(conf.retries))
+    for future in as_completed(futures):
+        if future.status != "finished":
+            summary["lost_parts"].append({"part": future.key, "error": _one_line(future.exception())})
+            continue
+        part = future.result()
+        summary["parts_written"] += 1
+        for status, count in part["counts"].items():
+            summary["this_run"][status] += count
+        summary["audio_seconds"] += part["audio_seconds"]
+        summary["task_seconds"] += part["seconds"]
+        summary["failed_tracks"].extend(part["failed"])
+        if on_part is not None:
+            on_part(part)
