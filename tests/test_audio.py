@@ -158,3 +158,39 @@ def test_header_only_wav_has_no_audio(tmp_path):
     sf.write(path, np.zeros((0,), dtype=np.float32), 16000)
     with pytest.raises(AudioDecodeError, match="zero.wav"):
         decode_audio(path)
+
+
+def _write_m4a(path, stereo: np.ndarray, sr: int, faststart: bool):
+    """AAC in MP4 (the Discogs-VI downloader's format), written with PyAV."""
+    import av
+
+    with av.open(str(path), "w", format="mp4", options={"movflags": "faststart"} if faststart else {}) as container:
+        stream = container.add_stream("aac", rate=sr, layout="stereo")
+        stream.codec_context.bit_rate = 128000
+        frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(stereo.T, dtype=np.float32), format="fltp", layout="stereo")
+        frame.sample_rate = sr
+        for packet in list(stream.encode(frame)) + list(stream.encode(None)):
+            container.mux(packet)
+    return path
+
+
+def test_m4a_aac_and_its_damaged_forms(tmp_path, capfd):
+    sr = 44100
+    t = np.arange(sr * 12) / sr
+    stereo = 0.3 * np.stack([np.sin(2 * np.pi * 440 * t), np.sin(2 * np.pi * 440 * t)], axis=1)
+    fast = _write_m4a(tmp_path / "fast.m4a", stereo, sr, faststart=True)
+    out = decode_audio(fast)
+    assert abs(out.duration - 12.0) < 0.1 and not out.truncated
+    assert abs(_peak_hz(out.waveform[4000:-4000], 16000) - 440) < 0.5
+    # index (moov) at the front, data cut: keeps the first half, flagged
+    cut = tmp_path / "cut_fast.m4a"
+    cut.write_bytes(fast.read_bytes()[: fast.stat().st_size // 2])
+    damaged = decode_audio(cut)
+    assert damaged.truncated and 4.0 < damaged.duration < 8.0 and "12.0 s the file states" in damaged.note
+    # index at the end and the end cut off: nothing can be decoded
+    slow = _write_m4a(tmp_path / "slow.m4a", stereo, sr, faststart=False)
+    cut_slow = tmp_path / "cut_slow.m4a"
+    cut_slow.write_bytes(slow.read_bytes()[: slow.stat().st_size // 2])
+    with pytest.raises(AudioDecodeError, match="cut_slow.m4a"):
+        decode_audio(cut_slow)
+    assert capfd.readouterr().err == ""

@@ -43,8 +43,9 @@ class DecodedAudio:
     """A decoded track: ``waveform`` float32 mono at ``samplerate`` Hz, ``duration`` seconds.
 
     ``truncated`` / ``note`` report damage (audio missing from the end or middle of the file).
-    ``capped`` says the file is longer than ``max_seconds`` and was cut there on purpose (not
-    damage); ``source_duration`` is the length the container states (NaN when unknown).
+    ``capped`` says decoding stopped at ``max_seconds`` (the file is at least that long; what
+    lies beyond was never decoded) — a deliberate cut, not damage, so ``truncated`` stays False.
+    ``source_duration`` is the length the container states (NaN when unknown).
     """
 
     waveform: np.ndarray
