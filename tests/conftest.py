@@ -12,7 +12,6 @@ ogg and wav. The fixture value is the generator's summary dict (keys ``root``, `
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest

@@ -131,7 +131,7 @@ def test_deterministic_for_a_seed(tmp_path):
     kw = dict(cliques=3, versions_min=2, versions_max=3, duration_min=3.0, duration_max=4.0)
     a = generate_corpus(tmp_path / "a", seed=11, workers=1, **kw)
     b = generate_corpus(tmp_path / "b", seed=11, workers=2, **kw)  # process count does not matter
-    c = generate_corpus(tmp_path / "c", seed=12, workers=1, **kw)
+    generate_corpus(tmp_path / "c", seed=12, workers=1, **kw)
     assert {k: v for k, v in a.items() if k not in ("root", "audio", "meta", "elapsed_s")} == {
         k: v for k, v in b.items() if k not in ("root", "audio", "meta", "elapsed_s")
     }
