@@ -146,9 +146,9 @@ def _wavetable(rng: np.random.Generator, n_harmonics: int, tilt: float) -> np.nd
 
 
 class _Notes:
-    """Per-sample bookkeeping for a sequence of contiguous notes (shared by voices that play
-    the same rhythm): which note each sample belongs to is never materialised, only the
-    sample's position inside its note and the samples left until the note ends."""
+    """Per-sample bookkeeping for a sequence of contiguous notes, computed once and shared by
+    the voices that play the same rhythm: each sample's note index (int32), its position
+    inside that note, and a release ramp over the last few ms of every note."""
 
     def __init__(self, lengths: np.ndarray, n_samples: int, sr: int):
         lengths = np.asarray(lengths, dtype=np.int64)
