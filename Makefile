@@ -11,7 +11,6 @@ venv: $(STAMP)
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
 	# torch first and exactly: the CPU wheel; letting another package pull torch brings a CUDA build
 	$(BIN)/pip install --quiet torch==2.13.0
 	$(BIN)/pip install --quiet -e '.[test]'
@@ -23,12 +22,38 @@ test: $(STAMP)
 test-all: $(STAMP)
 	$(BIN)/python -m pytest -m ''
 
+# The whole pipeline on a synthetic corpus: corpus -> extract -> train -> evaluate (track + segment level).
+DEMO_CLIQUES ?= 60
+DEMO_EPOCHS ?= 6
+CLI := $(BIN)/clews-pipe
 demo: $(STAMP)
-	$(BIN)/python scripts/demo.py --dir $(DEMO_DIR)
+	@echo "== 1/6 demo corpus: $(DEMO_CLIQUES) cliques of synthetic versions -> $(DEMO_DIR)/corpus"
+	test -f $(DEMO_DIR)/corpus/DiscogsVI-YT-20240701-light.json.test || \
+	  $(CLI) demo-corpus $(DEMO_DIR)/corpus --cliques $(DEMO_CLIQUES) --seed 0
+	@echo "== 2/6 extract: decode + CQT once into a Zarr store (Dask LocalCluster)"
+	$(CLI) extract --dataset discogs-vi --meta $(DEMO_DIR)/corpus --audio $(DEMO_DIR)/corpus/audio --out $(DEMO_DIR)/store
+	$(CLI) store info $(DEMO_DIR)/store
+	$(CLI) store verify $(DEMO_DIR)/store
+	@echo "== 3/6 train configs/tiny-cpu.yaml for $(DEMO_EPOCHS) epochs (Lightning Fabric)"
+	$(CLI) train configs/tiny-cpu.yaml --store $(DEMO_DIR)/store --out $(DEMO_DIR)/run training.epochs=$(DEMO_EPOCHS)
+	@echo "== 4/6 evaluate the test split, track level (bpwr-10)"
+	$(CLI) evaluate --checkpoint $(DEMO_DIR)/run/checkpoint_best.ckpt --store $(DEMO_DIR)/store --split test \
+	  --level track --redux bpwr-10 --out $(DEMO_DIR)/eval-track
+	@echo "== 5/6 evaluate the test split, segment level (R_min)"
+	$(CLI) evaluate --checkpoint $(DEMO_DIR)/run/checkpoint_best.ckpt --store $(DEMO_DIR)/store --split test \
+	  --level segment --taus 5,10,20,30,40,60,90 --out $(DEMO_DIR)/eval-segment
+	@echo "== 6/6 results"
+	@cat $(DEMO_DIR)/eval-track/metrics.md
+	@cat $(DEMO_DIR)/eval-segment/metrics.md
+	@echo "training log:   $(DEMO_DIR)/run/metrics.csv  (TensorBoard: $(DEMO_DIR)/run/tensorboard)"
+	@echo "checkpoint:     $(DEMO_DIR)/run/checkpoint_best.ckpt"
+	@echo "plots:          $$(ls $(DEMO_DIR)/eval-segment/*.png 2>/dev/null | tr '\n' ' ')"
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/extract.py --json
 	$(BIN)/python benchmarks/evaluate.py --json
+	$(BIN)/python benchmarks/loader.py --json
+	$(BIN)/python benchmarks/train_step.py --json
 
 clean:
 	rm -rf $(VENV) $(DEMO_DIR) .pytest_cache

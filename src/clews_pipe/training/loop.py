@@ -105,13 +105,10 @@ def train(conf: DictConfig, out_dir: str | Path) -> list[dict]:
 
 
 def _train_on_rank(fabric, conf: DictConfig, out: Path) -> list[dict]:
-    from tqdm.auto import tqdm
-
     from clews_pipe.features.augment import CQAugment
     from clews_pipe.features.dataset import make_train_loader
     from clews_pipe.features.store import open_store
     from clews_pipe.training.checkpoint import load_checkpoint, save_checkpoint
-    from clews_pipe.training.loss import clews_loss
     from clews_pipe.training.model import CLEWS
     from clews_pipe.training.validate import validate
 
@@ -178,60 +175,8 @@ def _train_on_rank(fabric, conf: DictConfig, out: Path) -> list[dict]:
         generator = torch.Generator(device=fabric.device).manual_seed(seed)
         train_loader.batch_sampler.set_epoch(epoch)
 
-        model.train()
         t_epoch = time.perf_counter()
-        wait = 0.0
-        losses = []
-        n_segments = 0
-        bar = tqdm(
-            total=len(train_loader),
-            desc=f"epoch {epoch + 1}/{tconf.epochs}",
-            disable=rank != 0,
-            leave=False,
-            dynamic_ncols=True,
-        )
-        it = iter(train_loader)
-        step = 0
-        while True:
-            t0 = time.perf_counter()
-            try:
-                x, clique, track = next(it)
-            except StopIteration:
-                break
-            x = x.to(fabric.device, non_blocking=True).float()
-            clique = clique.to(fabric.device)
-            track = track.to(fabric.device)
-            wait += time.perf_counter() - t0
-            x = augment(x, generator)
-            z = model.embed(x)
-            loss, _, _ = clews_loss(
-                z,
-                clique,
-                track,
-                pos_redux=conf.model.loss.redux.pos,
-                neg_redux=conf.model.loss.redux.neg,
-                gamma=float(conf.model.loss.gamma),
-                epsilon=float(conf.model.loss.epsilon),
-            )
-            value = float(loss.detach())
-            _check_finite(value, "training loss", epoch + 1, step)
-            optimizer.zero_grad(set_to_none=True)
-            fabric.backward(loss)
-            if float(tconf.grad_clip) > 0:
-                fabric.clip_gradients(model, optimizer, max_norm=float(tconf.grad_clip))
-            optimizer.step()
-            losses.append(value)
-            n_segments += x.shape[0] * x.shape[1]
-            step += 1
-            bar.update(1)
-            bar.set_postfix(loss=f"{value:.3f}")
-        bar.close()
-        train_time = time.perf_counter() - t_epoch
-
-        stats = torch.tensor(
-            [sum(losses), len(losses), n_segments, wait, train_time], dtype=torch.float64, device=fabric.device
-        )
-        stats = fabric.all_reduce(stats, reduce_op="sum")
+        stats = _train_epoch(fabric, model, optimizer, train_loader, augment, generator, conf, epoch)
         train_loss = float(stats[0] / max(stats[1], 1))
         _check_finite(train_loss, "training loss", epoch + 1)
 
@@ -249,7 +194,7 @@ def _train_on_rank(fabric, conf: DictConfig, out: Path) -> list[dict]:
             "val_MAP": round(val["MAP"], 6),
             "val_NAR": round(val["NAR"], 6),
             "lr": lr,
-            "segments_per_s": round(float(stats[2]) / max(train_time, 1e-9), 2),
+            "segments_per_s": round(float(stats[2]) / max(float(stats[4]) / fabric.world_size, 1e-9), 2),
             "data_wait_fraction": round(float(stats[3] / max(stats[4], 1e-9)), 4),
             "epoch_s": round(time.perf_counter() - t_epoch, 2),
         }
@@ -266,7 +211,7 @@ def _train_on_rank(fabric, conf: DictConfig, out: Path) -> list[dict]:
                 "metrics": row,
                 "rng": {
                     "torch": torch.get_rng_state(),
-                    "numpy": np.random.get_state()[1],
+                    "numpy": torch.from_numpy(np.random.get_state()[1].astype(np.int64)),
                     "epoch_seed": seed,
                 },
             }
@@ -282,6 +227,62 @@ def _train_on_rank(fabric, conf: DictConfig, out: Path) -> list[dict]:
             )
         fabric.barrier()
     return rows
+
+
+def _train_epoch(fabric, model, optimizer, loader, augment, generator, conf: DictConfig, epoch: int) -> torch.Tensor:
+    """One pass over this rank's batches; returns the all-reduced
+    ``[loss sum, steps, segments, data-wait seconds, train seconds]`` over ranks."""
+    from tqdm.auto import tqdm
+
+    from clews_pipe.training.loss import loss_from_config
+
+    tconf = conf.training
+    model.train()
+    t_start = time.perf_counter()
+    wait, loss_sum, steps, n_segments = 0.0, 0.0, 0, 0
+    bar = tqdm(
+        total=len(loader),
+        desc=f"epoch {epoch + 1}/{tconf.epochs}",
+        disable=fabric.global_rank != 0,
+        leave=False,
+        dynamic_ncols=True,
+    )
+    it = iter(loader)
+    try:
+        while True:
+            t0 = time.perf_counter()
+            try:
+                x, clique, track = next(it)
+            except StopIteration:
+                break
+            x = x.to(fabric.device, non_blocking=True).float()
+            clique = clique.to(fabric.device)
+            track = track.to(fabric.device)
+            wait += time.perf_counter() - t0
+            z = model.embed(augment(x, generator))
+            loss, _, _ = loss_from_config(z, clique, track, conf.model.loss)
+            value = float(loss.detach())
+            # Every rank checks the mean over ranks, so all stop together and none waits in backward.
+            everywhere = float(fabric.all_reduce(loss.detach(), reduce_op="mean")) if fabric.world_size > 1 else value
+            _check_finite(everywhere, "training loss", epoch + 1, steps)
+            optimizer.zero_grad(set_to_none=True)
+            fabric.backward(loss)
+            if float(tconf.grad_clip) > 0:
+                fabric.clip_gradients(model, optimizer, max_norm=float(tconf.grad_clip))
+            optimizer.step()
+            loss_sum += value
+            n_segments += x.shape[0] * x.shape[1]
+            steps += 1
+            bar.update(1)
+            bar.set_postfix(loss=f"{value:.3f}")
+    finally:
+        bar.close()
+    stats = torch.tensor(
+        [loss_sum, steps, n_segments, wait, time.perf_counter() - t_start],
+        dtype=torch.float64,
+        device=fabric.device,
+    )
+    return fabric.all_reduce(stats, reduce_op="sum")
 
 
 def _unwrapped_state_dict(model) -> dict:

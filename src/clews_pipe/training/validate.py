@@ -20,7 +20,7 @@ from omegaconf import DictConfig
 def validate(fabric, model, loader, conf: DictConfig) -> dict:
     from clews_pipe.evaluation.distances import tile_distances
     from clews_pipe.evaluation.metrics import query_metrics
-    from clews_pipe.training.loss import clews_loss
+    from clews_pipe.training.loss import loss_from_config
 
     n_per_class = int(conf.data.n_per_class)
     model.eval()
@@ -30,15 +30,7 @@ def validate(fabric, model, loader, conf: DictConfig) -> dict:
         x = x.to(fabric.device).float()
         clique, track = clique.to(fabric.device), track.to(fabric.device)
         z = model.embed(x)
-        loss, _, _ = clews_loss(
-            z,
-            clique,
-            track,
-            pos_redux=conf.model.loss.redux.pos,
-            neg_redux=conf.model.loss.redux.neg,
-            gamma=float(conf.model.loss.gamma),
-            epsilon=float(conf.model.loss.epsilon),
-        )
+        loss, _, _ = loss_from_config(z, clique, track, conf.model.loss)
         loss_sum += float(loss)
         n_batches += 1
         anchors_z.append(z[::n_per_class].float())
