@@ -160,3 +160,25 @@ def test_parse_redux(name, parsed):
 def test_parse_redux_rejects(bad):
     with pytest.raises(ClewsError):
         parse_redux(bad)
+
+
+@pytest.mark.parametrize("r", [1, 7, 12, 40])
+def test_bpwr_larger_matrices_and_ties(r):
+    gen = torch.Generator().manual_seed(11)
+    d = torch.rand(3, 2, 40, 33, generator=gen, dtype=torch.float64)
+    mask = torch.rand(3, 2, 40, 33, generator=gen) < 0.2
+    ties = torch.randint(0, 4, (3, 2, 7, 6), generator=gen).to(torch.float64)  # many exact ties
+    got, got_ties = reduce_distances(d, f"bpwr-{r}", mask), reduce_distances(ties, f"bpwr-{r}")
+    for a in range(3):
+        for b in range(2):
+            assert got[a, b].item() == pytest.approx(brute_reduce(d[a, b].tolist(), (~mask[a, b]).tolist(), f"bpwr-{r}"))
+            want = brute_reduce(ties[a, b].tolist(), [[True] * 6] * 7, f"bpwr-{r}")
+            assert got_ties[a, b].item() == pytest.approx(want)
+
+
+@pytest.mark.parametrize("redux", ["min", "bpwr-3", "bpwr-10"])
+def test_masks_folded_into_norms_equal_explicit_masks(redux):
+    zq, zc, mask_q, mask_c = random_case(seed=5, u=7, v=5)
+    explicit = reduce_distances(cross_segment_distances(zq, zc), redux, pair_mask(mask_q, mask_c))
+    folded = reduce_distances(cross_segment_distances(zq, zc, mask_q, mask_c), redux)
+    torch.testing.assert_close(explicit, folded, rtol=1e-12, atol=1e-12)

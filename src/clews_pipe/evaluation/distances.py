@@ -37,6 +37,7 @@ from clews_pipe.errors import ClewsError
 from clews_pipe.evaluation.reductions import cross_segment_distances, pair_mask, parse_redux, reduce_distances
 
 SYMMETRIC_KINDS = {"min", "max", "mean", "best", "bpwr"}
+INF_EXCLUDING_KINDS = {"min", "bpwr"}  # reductions that read +inf distances as excluded pairs
 BYTES_PER_SEGMENT_PAIR = 16  # distances, the masked copy, masks and top-k workspace
 
 
@@ -91,6 +92,7 @@ def tile_distances(
     n_q, u, _ = zq.shape
     n_c, v, _ = zc.shape
     bq, bc = _block_shape(n_q, n_c, u, v, memory_mb)
+    inf_excludes = parse_redux(redux)[0] in INF_EXCLUDING_KINDS
     out = torch.empty(n_q, n_c, dtype=torch.float32)
     with torch.inference_mode():
         for q0 in range(0, n_q, bq):
@@ -99,8 +101,12 @@ def tile_distances(
             for c0 in range(0, n_c, bc):
                 c_block = zc[c0 : c0 + bc].to(device, torch.float32, non_blocking=True)
                 mc_block = mask_c[c0 : c0 + bc].to(device)
-                seg = cross_segment_distances(q_block, c_block)
-                red = reduce_distances(seg, redux, pair_mask(mq_block, mc_block))
+                if inf_excludes:  # padding folded into the matmul as +inf distances
+                    seg = cross_segment_distances(q_block, c_block, mq_block, mc_block)
+                    red = reduce_distances(seg, redux)
+                else:
+                    seg = cross_segment_distances(q_block, c_block)
+                    red = reduce_distances(seg, redux, pair_mask(mq_block, mc_block))
                 out[q0 : q0 + bq, c0 : c0 + bc] = red.float().cpu()
     return out.numpy()
 

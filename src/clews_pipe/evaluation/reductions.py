@@ -23,12 +23,11 @@ Reductions (FACTS.md):
 
 A pair with no valid segment pair at all reduces to ``+inf``.
 
-``bpwr-r`` is computed exactly without scanning the whole ``(u, v)`` matrix ``r`` times: after
-``t < r`` rounds at most ``t`` columns are removed, so the smallest remaining entry of any row is
-always among that row's ``r`` smallest entries. Only those (``(..., u, min(r, v))`` values and
-column indices) are kept and the greedy rounds run on them. Ties between equal distances are broken
-by ``torch.topk``/``argmin`` order (deterministic for a given input on a given device); for
-distances without ties the result equals the textbook greedy loop exactly.
+``bpwr-r`` is computed exactly without scanning the whole ``(u, v)`` matrix ``r`` times: each row's
+minimum over the still-free columns is cached, a round takes the smallest cached minimum, and only
+rows whose minimum sat in the column just removed are rescanned (after ``t`` rounds at most ``t``
+columns are gone, so the work per round is a handful of (pairs x u) operations). Ties go to the
+lowest (row, column), exactly as the textbook greedy loop ``min((value, row, col))`` breaks them.
 """
 
 from __future__ import annotations
@@ -79,11 +78,16 @@ def segment_distances(zq: torch.Tensor, zc: torch.Tensor) -> torch.Tensor:
     return (sq_q + sq_c - 2.0 * dot).clamp_min(0.0) / dim
 
 
-def cross_segment_distances(zq: torch.Tensor, zc: torch.Tensor) -> torch.Tensor:
+def cross_segment_distances(
+    zq: torch.Tensor, zc: torch.Tensor, mask_q: torch.Tensor | None = None, mask_c: torch.Tensor | None = None,
+) -> torch.Tensor:
     """All query tracks against all candidate tracks in one matmul.
 
-    ``zq (Q, u, D)``, ``zc (C, v, D)`` → ``(Q, C, u, v)``; same values as
-    ``segment_distances(zq[:, None], zc[None])`` without materialising the broadcast inputs.
+    ``zq (Q, u, D)``, ``zc (C, v, D)`` → ``(Q, C, u, v)`` (a permuted view of the matmul output);
+    same values as ``segment_distances(zq[:, None], zc[None])`` without materialising the broadcast
+    inputs. Optional padding masks ``(Q, u)`` / ``(C, v)`` make every distance involving a padded
+    segment ``+inf`` at no extra cost (folded into the squared norms); the ``min`` and ``bpwr``
+    reductions read ``+inf`` as excluded.
     """
     if zq.ndim != 3 or zc.ndim != 3 or zq.shape[-1] != zc.shape[-1]:
         raise ClewsError(
@@ -93,8 +97,13 @@ def cross_segment_distances(zq: torch.Tensor, zc: torch.Tensor) -> torch.Tensor:
     n_c, v, _ = zc.shape
     flat_q = zq.reshape(n_q * u, dim)
     flat_c = zc.reshape(n_c * v, dim)
-    sq_q = flat_q.pow(2).sum(-1).unsqueeze(1)
-    sq_c = flat_c.pow(2).sum(-1).unsqueeze(0)
+    sq_q = flat_q.pow(2).sum(-1)
+    sq_c = flat_c.pow(2).sum(-1)
+    if mask_q is not None:
+        sq_q = sq_q.masked_fill(mask_q.reshape(-1), float("inf"))
+    if mask_c is not None:
+        sq_c = sq_c.masked_fill(mask_c.reshape(-1), float("inf"))
+    sq_q, sq_c = sq_q.unsqueeze(1), sq_c.unsqueeze(0)
     dist = torch.addmm(sq_q + sq_c, flat_q, flat_c.t(), beta=1.0, alpha=-2.0)
     if dist.requires_grad:
         dist = dist.clamp_min(0.0) / dim
@@ -192,47 +201,53 @@ def _count(valid: torch.Tensor | None, d: torch.Tensor, dim) -> torch.Tensor:
 
 
 def _bpwr(d: torch.Tensor, mask: torch.Tensor | None, r: int) -> torch.Tensor:
-    """Best pairs without replacement via each row's ``r`` smallest entries (exact, see module doc).
+    """Best pairs without replacement, exact, with one pass over the ``(u, v)`` matrix.
 
-    A round looks only at the kept ``(u, min(r, v))`` entries: those of retired rows are set to
-    ``+inf`` and those in retired columns are skipped, the smallest remaining one is taken.
+    Every row's minimum over its free columns (value and column) is cached. A round takes the
+    smallest cached minimum (lowest row among ties), retires its row, marks its column removed,
+    and rescans only the rows whose minimum sat in that column (a row's minimum changes only when
+    its own arg-min column goes). Ties resolve to the lowest (row, column), as in the textbook loop
+    ``min((value, row, col))`` over free cells. ``+inf`` entries count as excluded.
     """
     *lead, u, v = d.shape
     inf = float("inf")
-    filled = _masked_fill(d, mask, inf)
-    k = min(r, v)
-    top = filled.topk(k, dim=-1, largest=False)
-    top_vals = top.values.reshape(-1, u * k)
-    batch = top_vals.shape[0]
+    n_rounds = min(r, u, v)
     device = d.device
     with torch.no_grad():
-        top_cols = top.indices.reshape(batch, u * k)
-        search = top_vals.detach().clone()
-        if mask is not None:  # rows with fewer than k valid entries also keep masked ones: drop those
-            valid_full = (~mask).expand(d.shape).reshape(batch, u, v)
-            usable = torch.gather(valid_full, 2, top.indices.reshape(batch, u, k)).reshape(batch, u * k)
-            search.masked_fill_(~usable, inf)
-        removed_cols = torch.zeros(batch, v, dtype=torch.bool, device=device)
-        rows = torch.arange(batch, device=device)
-        n_rounds = min(r, u, v)
-        taken_flat = torch.zeros(batch, n_rounds, dtype=torch.long, device=device)
-        taken_ok = torch.zeros(batch, n_rounds, dtype=torch.bool, device=device)
-        search_rows = search.view(batch, u, k)
+        grid_rows = _masked_fill(d.detach(), mask, inf).reshape(-1, v)  # (pairs * u, v), read only
+        row_min, row_arg = grid_rows.min(dim=1)
+        row_min = row_min.view(-1, u)
+        row_arg = row_arg.view(-1, u).masked_fill_(torch.isinf(row_min), -1)  # -1: nothing left in the row
+        batch = row_min.shape[0]
+        removed = torch.zeros(batch, v, dtype=torch.bool, device=device)
+        taken_flat = torch.zeros(n_rounds, batch, dtype=torch.long, device=device)
+        taken_val = torch.full((n_rounds, batch), inf, dtype=d.dtype, device=device)
         for t in range(n_rounds):
-            blocked = torch.gather(removed_cols, 1, top_cols) if t else None
-            candidates = search if blocked is None else search.masked_fill(blocked, inf)
-            best_val, best_pos = candidates.min(dim=1)
-            found = torch.isfinite(best_val)
-            if t and not bool(found.any()):
+            best_val, best_row = row_min.min(dim=1)
+            if t and bool(torch.isinf(best_val).all()):
                 break
-            taken_ok[:, t] = found
-            taken_flat[:, t] = best_pos
+            best_row = best_row.unsqueeze(1)
+            # -2 for pairs with nothing left: matches no row (retired/exhausted rows hold -1)
+            best_col = torch.gather(row_arg, 1, best_row).masked_fill_(torch.isinf(best_val).unsqueeze(1), -2)
+            taken_val[t] = best_val
+            taken_flat[t] = (best_row * v + best_col.clamp_min(0)).squeeze(1)
             if t == n_rounds - 1:
                 break
-            search_rows[rows, best_pos // k] = inf  # retire the row
-            removed_cols[rows, top_cols[rows, best_pos]] = True  # and the column (harmless when not found)
-    chosen = torch.gather(top_vals, 1, taken_flat)
+            row_min.scatter_(1, best_row, inf)  # retire the row
+            row_arg.scatter_(1, best_row, -1)
+            removed.scatter_(1, best_col.clamp_min(0), True)  # and the column (harmless when none was found)
+            flat = (row_arg == best_col).view(-1).nonzero().squeeze(1)  # rows whose minimum just went
+            if flat.numel():
+                rows = grid_rows.index_select(0, flat)
+                rows.masked_fill_(removed.index_select(0, flat // u), inf)
+                new_min, new_arg = rows.min(dim=1)
+                row_min.view(-1).index_copy_(0, flat, new_min)
+                row_arg.view(-1).index_copy_(0, flat, new_arg.masked_fill_(torch.isinf(new_min), -1))
+        taken_ok = torch.isfinite(taken_val).t()
+        taken_val = taken_val.t()
+        taken_flat = taken_flat.t()
+    if d.requires_grad:
+        taken_val = torch.gather(d.reshape(batch, u * v), 1, taken_flat)
     zero = torch.zeros((), dtype=d.dtype, device=device)
-    total = torch.where(taken_ok, chosen, zero).sum(-1)
-    out = _safe_divide(total, taken_ok.sum(-1))
-    return out.reshape(lead)
+    total = torch.where(taken_ok, taken_val, zero).sum(-1)
+    return _safe_divide(total, taken_ok.sum(-1)).reshape(lead)
