@@ -171,6 +171,8 @@ def _decode_ahead(jobs: list[AudioJob], decode: Callable, workers: int, ahead: i
                 result = future.result()
             except ClewsError as exc:
                 result = exc
+            except Exception as exc:  # an unexpected decoder failure still costs only this file
+                result = ClewsError(f"{job.source}: decode failed ({type(exc).__name__}: {' '.join(str(exc).split())})")
             nxt = next(it, None)
             if nxt is not None:
                 queue.append((nxt, pool.submit(decode, nxt.source)))
