@@ -41,7 +41,7 @@ def test_layout_and_split_files(demo_corpus):
                 ids.append(ytid)
     assert len(ids) == len(set(ids)) == demo_corpus["tracks"]
     assert set(demo_corpus["formats"]) == {"mp3", "flac", "ogg", "wav"}
-    assert demo_corpus["formats"]["mp3"] > len(ids) / 2
+    assert max(demo_corpus["formats"], key=demo_corpus["formats"].get) == "mp3"
 
 
 def test_catalog_round_trip(demo_corpus, demo_catalog):
@@ -128,7 +128,8 @@ def _digest(root: Path) -> dict[str, str]:
 
 
 def test_deterministic_for_a_seed(tmp_path):
-    kw = dict(cliques=3, versions_min=2, versions_max=3, duration_min=3.0, duration_max=4.0)
+    kw = dict(cliques=3, versions_min=2, versions_max=3, duration_min=3.0, duration_max=4.0,
+              formats=("mp3", "ogg", "flac", "wav"))
     a = generate_corpus(tmp_path / "a", seed=11, workers=1, **kw)
     b = generate_corpus(tmp_path / "b", seed=11, workers=2, **kw)  # process count does not matter
     generate_corpus(tmp_path / "c", seed=12, workers=1, **kw)
