@@ -313,6 +313,36 @@ def test_interrupted_run_resumes_to_the_uninterrupted_index(demo, demo_store, sc
     assert len(_parts(out)) == 4
 
 
+def test_a_killed_worker_loses_only_its_in_flight_part(demo, demo_store, scheduler, tmp_path):
+    """SIGKILL one worker process while the job runs: its part is recomputed elsewhere (the nanny
+    restarts the worker); the store ends complete and equal to the uninterrupted one."""
+    import signal
+    import threading
+
+    from distributed import Client
+
+    out = tmp_path / "killed-worker.store"
+    result: dict = {}
+    job = threading.Thread(target=lambda: result.update(run_extract(_conf(demo, out, scheduler, part_size=1))))
+    with Client(scheduler) as client:
+        pids = client.run(os.getpid)
+        job.start()
+        deadline = time.time() + 60
+        while time.time() < deadline and not any(
+                "p0" in str(k) for keys in client.processing().values() for k in keys):
+            time.sleep(0.01)
+        busy = [w for w, keys in client.processing().items() if keys]
+        os.kill(pids[busy[0] if busy else next(iter(pids))], signal.SIGKILL)
+        job.join(120)
+    assert not job.is_alive()
+    assert not result["lost_parts"] and result["this_run"]["ok"] == 4
+    reference, resumed = open_store(demo_store[0]), open_store(out)
+    cols = ["clique", "version", "path", "duration", "n_frames", "status"]
+    assert resumed.index[cols].sort_index().equals(reference.index[cols].sort_index())
+    for track_id in reference.index.index:
+        np.testing.assert_array_equal(resumed.read(track_id), reference.read(track_id))
+
+
 def test_cli_extract_prints_summary_and_exits_zero_with_failures(odd_corpus, scheduler, tmp_path, capsys):
     out = tmp_path / "cli.store"
     rc = cli_main(["extract", "--dataset", "discogs-vi", "--meta", odd_corpus["meta"], "--audio",
