@@ -4,9 +4,13 @@
 
 1. load the catalog, open (or create) the store, and drop the tracks the store already has;
 2. record the tracks whose audio is missing (once: an unchanged missing record is not rewritten);
-3. group the remaining tracks into parts of ``part_size`` tracks, balanced by audio file size;
-4. run ``extract_part`` for every part on the Dask cluster (``retries`` recompute a part whose
-   worker died); each task decodes + CQTs its tracks and writes its part atomically;
+3. start/attach the Dask cluster (only when there is work) and group the remaining tracks into
+   parts of at most ``part_size`` tracks (fewer for small jobs, so every worker has parts),
+   balanced by audio file size;
+4. run ``extract_part`` for every part on the cluster; each task decodes + CQTs its tracks and
+   writes its part atomically. A part whose worker dies is rescheduled by the scheduler, one
+   whose task raises (e.g. a flaky filesystem) is retried ``retries`` times; either way only the
+   in-flight part is lost, and a rerun skips every finished part;
 5. gather the small per-part summaries as they complete (progress bar), then consolidate the index.
 
 A bad track never kills its task: it becomes a record with status "failed" and the reason.
@@ -209,8 +213,8 @@ def _missing_records(catalog: pd.DataFrame, done: set[str], store_path: str) -> 
     missing = catalog[(catalog["status"] == "missing") & ~catalog["track_id"].isin(done)]
     if missing.empty:
         return []
-    known = _recorded_missing(store_path)
-    unchanged = np.array([known.get(t) == e for t, e in zip(missing["track_id"], missing["error"])], dtype=bool)
+    known = pd.Series(_recorded_missing(store_path), dtype=object)
+    unchanged = missing["track_id"].map(known).eq(missing["error"]).to_numpy()
     missing = missing[~unchanged]
     records = _records(missing)
     for record, error in zip(records, missing["error"].astype(str)):
