@@ -30,7 +30,7 @@ def make_data(n: int, s: int, d: int, seed: int = 0):
     n_cliques = max(2, n // 4)
     clique = rng.integers(0, n_cliques, n)
     centers = rng.standard_normal((n_cliques, d)).astype(np.float32)
-    z = centers[clique][:, None, :] + 1.5 * rng.standard_normal((n, s, d)).astype(np.float32)
+    z = centers[clique][:, None, :] + 3.0 * rng.standard_normal((n, s, d)).astype(np.float32)
     n_valid = rng.integers(s // 4, s + 1, n)
     mask = np.arange(s)[None, :] >= n_valid[:, None]
     z[mask] = 0.0
@@ -65,6 +65,44 @@ def published_loop_distances(z, mask, redux: str, queries: np.ndarray) -> np.nda
     return out
 
 
+def _rank_worker(rank, world, barrier, path, z, mask, redux, tracks, clique, tile, memory_mb, threads):
+    """One of ``--ranks`` spawned processes: its share of the query-row blocks."""
+    torch.set_num_threads(threads)
+    from clews_pipe.evaluation.distances import TileSettings, compute_distance_matrix
+
+    compute_distance_matrix(
+        path, z, mask, z, mask, redux, query_track=tracks, candidate_track=tracks, query_clique=clique,
+        candidate_clique=clique, settings=TileSettings(tile=tile, memory_mb=memory_mb), rank=rank,
+        world_size=world, barrier=barrier.wait, progress=False,
+    )
+
+
+def run_clews_pipe(path, z, mask, redux, tracks, clique, args):
+    from clews_pipe.evaluation.distances import TileSettings, compute_distance_matrix
+
+    if args.ranks == 1:
+        compute_distance_matrix(
+            path, z, mask, z, mask, redux, query_track=tracks, candidate_track=tracks, query_clique=clique,
+            candidate_clique=clique, settings=TileSettings(tile=args.tile, memory_mb=args.memory_mb), progress=False,
+        )
+        return
+    import multiprocessing as mp
+
+    ctx = mp.get_context("spawn")
+    barrier = ctx.Barrier(args.ranks)
+    procs = [
+        ctx.Process(target=_rank_worker, args=(r, args.ranks, barrier, path, z, mask, redux, tracks, clique, args.tile,
+                                               args.memory_mb, 1))
+        for r in range(args.ranks)
+    ]
+    for proc in procs:
+        proc.start()
+    for proc in procs:
+        proc.join()
+        if proc.exitcode != 0:
+            raise RuntimeError(f"rank process failed with exit code {proc.exitcode}")
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=1000)
@@ -75,37 +113,37 @@ def main(argv=None) -> int:
     parser.add_argument("--tile", type=int, default=512)
     parser.add_argument("--memory-mb", type=float, default=64.0)
     parser.add_argument("--threads", type=int, default=0, help="torch intra-op threads for both (0 = torch default)")
+    parser.add_argument("--ranks", type=int, default=1, help="clews-pipe processes (1 thread each when > 1)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
 
     if args.threads > 0:
         torch.set_num_threads(args.threads)
-    from clews_pipe.evaluation.distances import TileSettings, compute_distance_matrix, open_distances
+    from clews_pipe.evaluation.distances import open_distances
     from clews_pipe.evaluation.metrics import query_metrics, summarize
 
     z, mask, clique, tracks = make_data(args.n, args.segments, args.dim)
     n_base = args.n if args.baseline_queries <= 0 else min(args.n, args.baseline_queries)
     base_rows = np.linspace(0, args.n - 1, n_base).round().astype(int)
-    results = {"n": args.n, "segments": args.segments, "dim": args.dim, "threads": torch.get_num_threads(),
+    results = {"ranks": args.ranks, "n": args.n, "segments": args.segments, "dim": args.dim, "threads": torch.get_num_threads(),
                "baseline_queries": int(n_base), "reductions": {}}
     ours_by_redux = {}
     for redux in args.reductions.split(","):
         with tempfile.TemporaryDirectory() as tmp:
-            start = time.perf_counter()
-            path = compute_distance_matrix(
-                Path(tmp) / "d.zarr", z, mask, z, mask, redux, query_track=tracks, candidate_track=tracks,
-                query_clique=clique, candidate_clique=clique,
-                settings=TileSettings(tile=args.tile, memory_mb=args.memory_mb), progress=False,
-            )
+            start, cpu_start = time.perf_counter(), time.process_time()
+            path = Path(tmp) / "d.zarr"
+            run_clews_pipe(path, z, mask, redux, tracks, clique, args)
             matrix = open_distances(path)["distances"][:]
             metrics = summarize(query_metrics(matrix, clique, clique, np.arange(args.n)), redux, "track")
             ours_s = time.perf_counter() - start
-        ours_by_redux[redux] = (matrix, ours_s, metrics)
+            ours_cpu = time.process_time() - cpu_start
+        ours_by_redux[redux] = (matrix, ours_s, ours_cpu, metrics)
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-    for redux, (matrix, ours_s, metrics) in ours_by_redux.items():
-        start = time.perf_counter()
+    for redux, (matrix, ours_s, ours_cpu, metrics) in ours_by_redux.items():
+        start, cpu_start = time.perf_counter(), time.process_time()
         base = published_loop_distances(z, mask, redux, base_rows)
         base_s = time.perf_counter() - start
+        base_cpu = time.process_time() - cpu_start
         base_full_s = base_s * args.n / n_base
         ours_rows = query_metrics(matrix[base_rows], clique[base_rows], clique, base_rows)
         base_m = query_metrics(base, clique[base_rows], clique, base_rows)
@@ -118,12 +156,15 @@ def main(argv=None) -> int:
             "published_loop_s": round(base_full_s, 3),
             "published_loop_measured_s": round(base_s, 3),
             "speedup": round(base_full_s / ours_s, 2),
+            "clews_pipe_cpu_s": round(ours_cpu, 3) if args.ranks == 1 else None,
+            "published_loop_cpu_s": round(base_cpu * args.n / n_base, 3),
             "max_abs_diff": float(np.abs(matrix[base_rows] - base).max()),
             "metrics_identical": bool(identical),
             "MAP": round(metrics["MAP"], 6),
             "NAR": round(metrics["NAR"], 6),
         }
-    results["clews_pipe_peak_rss_mb"] = round(peak_mb, 1)
+    results["clews_pipe_peak_rss_mb"] = round(peak_mb, 1)  # this process (rank processes: see --ranks 1)
+    results["load_average"] = [round(x, 2) for x in __import__("os").getloadavg()]
     if args.json:
         print(json.dumps(results, indent=2))
     else:

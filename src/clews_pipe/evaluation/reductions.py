@@ -200,6 +200,26 @@ def _count(valid: torch.Tensor | None, d: torch.Tensor, dim) -> torch.Tensor:
     return torch.full(d.shape[:-2], d.shape[-2] * d.shape[-1], dtype=torch.long, device=d.device)
 
 
+def _rows_view(grid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Rows of ``grid (..., u, v)`` as a ``(R, v)`` tensor plus, when needed, each logical row's index in it.
+
+    A permuted matmul output (rows contiguous, other strides multiples of ``v``) is addressed in
+    place through its storage; anything else is copied once into ``(pairs * u, v)``.
+    """
+    v = grid.shape[-1]
+    if grid.is_contiguous():
+        return grid.reshape(-1, v), None
+    strides, sizes = grid.stride()[:-1], grid.shape[:-1]
+    if grid.stride(-1) != 1 or any(st % v for st in strides):
+        return grid.reshape(-1, v), None
+    n_rows = sum((size - 1) * st for size, st in zip(sizes, strides)) // v + 1
+    rows = grid.as_strided((n_rows, v), (v, 1))
+    ids = torch.zeros((), dtype=torch.long, device=grid.device)
+    for size, st in zip(sizes, strides):
+        ids = ids.unsqueeze(-1) + torch.arange(size, device=grid.device) * (st // v)
+    return rows, ids.reshape(-1)
+
+
 def _bpwr(d: torch.Tensor, mask: torch.Tensor | None, r: int) -> torch.Tensor:
     """Best pairs without replacement, exact, with one pass over the ``(u, v)`` matrix.
 
@@ -214,10 +234,11 @@ def _bpwr(d: torch.Tensor, mask: torch.Tensor | None, r: int) -> torch.Tensor:
     n_rounds = min(r, u, v)
     device = d.device
     with torch.no_grad():
-        grid_rows = _masked_fill(d.detach(), mask, inf).reshape(-1, v)  # (pairs * u, v), read only
-        row_min, row_arg = grid_rows.min(dim=1)
-        row_min = row_min.view(-1, u)
-        row_arg = row_arg.view(-1, u).masked_fill_(torch.isinf(row_min), -1)  # -1: nothing left in the row
+        grid = _masked_fill(d.detach(), mask, inf)  # (..., u, v), read only
+        row_source, row_ids = _rows_view(grid)
+        row_min, row_arg = grid.min(dim=-1)
+        row_min = row_min.reshape(-1, u).contiguous()
+        row_arg = row_arg.reshape(-1, u).contiguous().masked_fill_(torch.isinf(row_min), -1)  # -1: nothing left
         batch = row_min.shape[0]
         removed = torch.zeros(batch, v, dtype=torch.bool, device=device)
         taken_flat = torch.zeros(n_rounds, batch, dtype=torch.long, device=device)
@@ -238,7 +259,7 @@ def _bpwr(d: torch.Tensor, mask: torch.Tensor | None, r: int) -> torch.Tensor:
             removed.scatter_(1, best_col.clamp_min(0), True)  # and the column (harmless when none was found)
             flat = (row_arg == best_col).view(-1).nonzero().squeeze(1)  # rows whose minimum just went
             if flat.numel():
-                rows = grid_rows.index_select(0, flat)
+                rows = row_source.index_select(0, flat if row_ids is None else row_ids.index_select(0, flat))
                 rows.masked_fill_(removed.index_select(0, flat // u), inf)
                 new_min, new_arg = rows.min(dim=1)
                 row_min.view(-1).index_copy_(0, flat, new_min)
