@@ -194,3 +194,15 @@ def test_m4a_aac_and_its_damaged_forms(tmp_path, capfd):
     with pytest.raises(AudioDecodeError, match="cut_slow.m4a"):
         decode_audio(cut_slow)
     assert capfd.readouterr().err == ""
+
+
+def test_damaged_middle_is_flagged_not_raised(tmp_path, capfd):
+    whole = bytearray(_mp3(tmp_path, seconds=30.0).read_bytes())
+    third = len(whole) // 3
+    whole[third : third + 6000] = np.random.default_rng(0).bytes(6000)
+    damaged = tmp_path / "damaged.mp3"
+    damaged.write_bytes(bytes(whole))
+    out = decode_audio(damaged)
+    assert out.truncated and out.note
+    assert out.duration > 15.0  # what follows the damage is still decoded
+    assert capfd.readouterr().err == ""
