@@ -18,12 +18,18 @@ def demo_corpus(
     duration_min: float = typer.Option(40.0, "--duration-min", help="shortest version, seconds"),
     duration_max: float = typer.Option(100.0, "--duration-max", help="longest version, seconds"),
     samplerate: int = typer.Option(16000, "--samplerate", min=8000, help="sample rate of the written audio"),
+    splits: str = typer.Option("0.7,0.15,0.15", "--splits", help="train,val,test fractions of the cliques"),
     workers: int = typer.Option(0, "--workers", min=0, help="render processes (0: one per CPU core, at most 8)"),
     as_json: bool = typer.Option(False, "--json", help="print the summary as one JSON object"),
 ) -> None:
     """Synthesise musical versions (same melody/harmony; own key, tempo, timbre, structure, noise)."""
+    from clews_pipe.errors import ClewsError
     from clews_pipe.pipeline.demo_corpus import generate_corpus
 
+    try:
+        fractions = tuple(float(v) for v in splits.split(","))
+    except ValueError:
+        raise ClewsError(f"--splits '{splits}': expected three comma-separated numbers, e.g. 0.7,0.15,0.15") from None
     n_workers = workers or min(os.cpu_count() or 1, 8)
     summary = generate_corpus(
         out,
@@ -35,6 +41,7 @@ def demo_corpus(
         duration_max=duration_max,
         samplerate=samplerate,
         workers=n_workers,
+        split_fractions=fractions,
     )
     if as_json:
         typer.echo(json.dumps(summary, sort_keys=True))
