@@ -107,3 +107,14 @@ def test_bad_inputs(tmp_path):
         run(tmp_path, z, mask, tracks, cliques, "median")
     with pytest.raises(ClewsError, match="r must be"):
         run(tmp_path, z, mask, tracks, cliques, "bpwr-0")
+
+
+def test_diagonal_tile_mirrors_exactly():
+    from clews_pipe.evaluation.distances import tile_distances
+
+    z, mask, _, _ = make_data(n=23)
+    zt, mt = torch.from_numpy(z), torch.from_numpy(mask)
+    full = tile_distances(zt, mt, zt, mt, "bpwr-3", memory_mb=0.004)
+    half = tile_distances(zt, mt, zt, mt, "bpwr-3", memory_mb=0.004, diagonal=True)
+    np.testing.assert_allclose(half, full, rtol=2e-5, atol=2e-6)
+    np.testing.assert_array_equal(half, half.T)

@@ -58,6 +58,8 @@ def evaluate(
         raise ClewsError(f"--level must be track or segment, not {level!r}")
     parse_redux(redux)
     tau_values = _floats(taus, "--taus") if level == "segment" else []
+    if export_wealy is not None and level != "track":
+        raise ClewsError("--export-wealy writes the track-level matrix: use it with --level track")
     if tile < 1:
         raise ClewsError(f"--tile must be >= 1, got {tile}")
     settings = TileSettings(tile=tile, memory_mb=memory_mb)
@@ -69,7 +71,7 @@ def evaluate(
     result = run_on_ranks(job, devices=devices, nodes=nodes, accelerator=accelerator)
     if result is None:  # not rank 0
         return
-    if export_wealy is not None and level == "track":
+    if export_wealy is not None:
         from clews_pipe.evaluation.wealy import export_wealy as write_wealy
 
         write_wealy(out / "distances.zarr", export_wealy, {"split": split, "checkpoint": str(checkpoint or ""), "embeddings": str(embeddings or "")})

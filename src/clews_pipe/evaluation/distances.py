@@ -86,12 +86,18 @@ def _block_shape(tile_q: int, tile_c: int, u: int, v: int, memory_mb: float) -> 
 
 def tile_distances(
     zq: torch.Tensor, mask_q: torch.Tensor, zc: torch.Tensor, mask_c: torch.Tensor, redux: str, memory_mb: float,
-    device: str = "cpu",
+    device: str = "cpu", diagonal: bool = False,
 ) -> np.ndarray:
-    """Reduced distances between every query and candidate track of one tile → (Q, C) float32."""
+    """Reduced distances between every query and candidate track of one tile → (Q, C) float32.
+
+    ``diagonal``: the tile's queries are its candidates and the reduction is symmetric, so only
+    blocks on and above the diagonal are computed and the others mirrored.
+    """
     n_q, u, _ = zq.shape
     n_c, v, _ = zc.shape
     bq, bc = _block_shape(n_q, n_c, u, v, memory_mb)
+    if diagonal:
+        bq = bc = max(1, int(math.sqrt(bq * bc)))
     inf_excludes = parse_redux(redux)[0] in INF_EXCLUDING_KINDS
     out = torch.empty(n_q, n_c, dtype=torch.float32)
     with torch.inference_mode():
@@ -99,6 +105,8 @@ def tile_distances(
             q_block = zq[q0 : q0 + bq].to(device, torch.float32, non_blocking=True)
             mq_block = mask_q[q0 : q0 + bq].to(device)
             for c0 in range(0, n_c, bc):
+                if diagonal and c0 < q0:
+                    continue
                 c_block = zc[c0 : c0 + bc].to(device, torch.float32, non_blocking=True)
                 mc_block = mask_c[c0 : c0 + bc].to(device)
                 if inf_excludes:  # padding folded into the matmul as +inf distances
@@ -108,6 +116,10 @@ def tile_distances(
                     seg = cross_segment_distances(q_block, c_block)
                     red = reduce_distances(seg, redux, pair_mask(mq_block, mc_block))
                 out[q0 : q0 + bq, c0 : c0 + bc] = red.float().cpu()
+    if diagonal:
+        for q0 in range(0, n_q, bq):
+            for c0 in range(0, q0, bc):
+                out[q0 : q0 + bq, c0 : c0 + bc] = out[c0 : c0 + bc, q0 : q0 + bq].T
     return out.numpy()
 
 
@@ -226,7 +238,10 @@ def compute_distance_matrix(
     for qi, ci in todo:
         q0, q1 = qi * tile, min(n_q, (qi + 1) * tile)
         c0, c1 = ci * tile, min(n_c, (ci + 1) * tile)
-        block = tile_distances(zq_t[q0:q1], mq_t[q0:q1], zc_t[c0:c1], mc_t[c0:c1], redux, settings.memory_mb, settings.device)
+        block = tile_distances(
+            zq_t[q0:q1], mq_t[q0:q1], zc_t[c0:c1], mc_t[c0:c1], redux, settings.memory_mb, settings.device,
+            diagonal=symmetric and qi == ci,
+        )
         matrix[q0:q1, c0:c1] = block
         if symmetric and ci != qi:
             matrix[c0:c1, q0:q1] = block.T

@@ -2,7 +2,7 @@
 
 ``embeddings.npz`` holds
 
-``z``        float (N, S, D)   segment embeddings (20 s shingles every 5 s), padded to a common S
+``z``        float16/32 (N, S, D)   segment embeddings (20 s shingles every 5 s), padded to a common S
 ``mask``     bool  (N, S)      True = padding segment
 ``clique``   int   (N,)        clique label (an integer per clique)
 ``track``    str   (N,)        track ids
@@ -27,7 +27,7 @@ from clews_pipe.errors import ClewsError
 
 @dataclass
 class Embeddings:
-    z: np.ndarray  # (N, S, D) float32
+    z: np.ndarray  # (N, S, D) float16 or float32 (kept as stored; distances are computed in float32)
     mask: np.ndarray  # (N, S) bool, True = padding
     clique: np.ndarray  # (N,) int64
     track: np.ndarray  # (N,) str
@@ -50,7 +50,7 @@ def save_embeddings(path: str | Path, emb: Embeddings) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     arrays = {
-        "z": np.ascontiguousarray(emb.z, dtype=np.float32),
+        "z": np.ascontiguousarray(emb.z, dtype=_storage_dtype(emb.z)),
         "mask": np.asarray(emb.mask, dtype=bool),
         "clique": np.asarray(emb.clique, dtype=np.int64),
         "track": np.asarray(emb.track, dtype=str),
@@ -58,10 +58,10 @@ def save_embeddings(path: str | Path, emb: Embeddings) -> Path:
     if emb.clique_name is not None:
         arrays["clique_name"] = np.asarray(emb.clique_name, dtype=str)
     if emb.track_queries is not None:
-        arrays["zqt"] = np.ascontiguousarray(emb.track_queries[0], dtype=np.float32)
+        arrays["zqt"] = np.ascontiguousarray(emb.track_queries[0], dtype=_storage_dtype(emb.track_queries[0]))
         arrays["maskqt"] = np.asarray(emb.track_queries[1], dtype=bool)
     for tau, (zq, mq) in sorted(emb.queries.items()):
-        arrays[f"zq_{tau_key(tau)}"] = np.ascontiguousarray(zq, dtype=np.float32)
+        arrays[f"zq_{tau_key(tau)}"] = np.ascontiguousarray(zq, dtype=_storage_dtype(zq))
         arrays[f"maskq_{tau_key(tau)}"] = np.asarray(mq, dtype=bool)
     tmp = path.with_name(path.name + ".tmp.npz")
     np.savez(tmp, **arrays)
@@ -134,10 +134,14 @@ def load_embeddings(path: str | Path) -> Embeddings:
     )
 
 
+def _storage_dtype(z: np.ndarray):
+    return np.float16 if np.asarray(z).dtype == np.float16 else np.float32
+
+
 def _check_z(path: Path, name: str, z: np.ndarray, mask: np.ndarray) -> np.ndarray:
     if not np.issubdtype(z.dtype, np.floating):
         raise ClewsError(f"embeddings file {path}: {name} must be floating point, got dtype {z.dtype}")
-    z = z.astype(np.float32, copy=False)
+    z = z.astype(_storage_dtype(z), copy=False)
     finite = np.isfinite(z).all(axis=-1)  # (N, S)
     bad = ~finite & ~mask.astype(bool)
     if bad.any():
@@ -146,5 +150,5 @@ def _check_z(path: Path, name: str, z: np.ndarray, mask: np.ndarray) -> np.ndarr
             f"embeddings file {path}: {name} has NaN/inf values in {int(bad.sum())} unpadded segments (first in row {row})"
         )
     if (~finite).any():  # padding may hold anything; make it harmless
-        z = np.where(finite[..., None], z, 0.0).astype(np.float32)
+        z = np.where(finite[..., None], z, 0).astype(z.dtype)
     return z

@@ -36,7 +36,7 @@ class RankContext:
     device: str = "cpu"
 
 
-def matrix_metrics(path: str | Path, redux: str, level: str, block_rows: int = 1024) -> tuple[dict, QueryMetrics]:
+def matrix_metrics(path: str | Path, redux: str, level: str, block_rows: int = 128) -> tuple[dict, QueryMetrics]:
     """Metrics of a finished distance matrix, read and ranked ``block_rows`` query rows at a time."""
     group = open_distances(path)
     matrix = group["distances"]
