@@ -118,3 +118,19 @@ def test_diagonal_tile_mirrors_exactly():
     half = tile_distances(zt, mt, zt, mt, "bpwr-3", memory_mb=0.01, diagonal=True)
     np.testing.assert_allclose(half, full, rtol=2e-5, atol=2e-6)
     np.testing.assert_array_equal(half, half.T)
+
+
+@pytest.mark.parametrize("redux", ["bpwr-2", "meanmin"])
+def test_ranks_together_fill_the_matrix(tmp_path, redux):
+    z, mask, tracks, cliques = make_data(n=14)
+    single = run(tmp_path / "one", z, mask, tracks, cliques, redux)["distances"][:]
+    for rank in range(3):  # ranks run one after the other here; each writes only its own row blocks
+        compute_distance_matrix(
+            tmp_path / "three" / "d.zarr", z, mask, z, mask, redux, query_track=tracks, candidate_track=tracks,
+            query_clique=cliques, candidate_clique=cliques, settings=TileSettings(tile=4, memory_mb=0.001),
+            progress=False, rank=rank, world_size=3,
+        )
+        if rank < 2:
+            with pytest.raises(ClewsError, match="incomplete"):
+                open_distances(tmp_path / "three" / "d.zarr")
+    np.testing.assert_array_equal(open_distances(tmp_path / "three" / "d.zarr")["distances"][:], single)
