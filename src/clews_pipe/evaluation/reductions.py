@@ -97,18 +97,19 @@ def cross_segment_distances(
     n_c, v, _ = zc.shape
     flat_q = zq.reshape(n_q * u, dim)
     flat_c = zc.reshape(n_c * v, dim)
-    sq_q = flat_q.pow(2).sum(-1)
-    sq_c = flat_c.pow(2).sum(-1)
+    sq_q = flat_q.pow(2).sum(-1, keepdim=True)
+    sq_c = flat_c.pow(2).sum(-1, keepdim=True)
     if mask_q is not None:
-        sq_q = sq_q.masked_fill(mask_q.reshape(-1), float("inf"))
+        sq_q = sq_q.masked_fill(mask_q.reshape(-1, 1), float("inf"))
     if mask_c is not None:
-        sq_c = sq_c.masked_fill(mask_c.reshape(-1), float("inf"))
-    sq_q, sq_c = sq_q.unsqueeze(1), sq_c.unsqueeze(0)
-    dist = torch.addmm(sq_q + sq_c, flat_q, flat_c.t(), beta=1.0, alpha=-2.0)
-    if dist.requires_grad:
-        dist = dist.clamp_min(0.0) / dim
-    else:
-        dist = dist.clamp_min_(0.0).div_(dim)
+        sq_c = sq_c.masked_fill(mask_c.reshape(-1, 1), float("inf"))
+    # one matmul of augmented vectors: [-2q, |q|^2, 1] . [c, 1, |c|^2] / D = |q - c|^2 / D
+    ones_q = torch.ones_like(sq_q)
+    ones_c = torch.ones_like(sq_c)
+    aug_q = torch.cat([flat_q * (-2.0 / dim), sq_q / dim, ones_q / dim], dim=1)
+    aug_c = torch.cat([flat_c, ones_c, sq_c], dim=1)
+    dist = aug_q @ aug_c.t()
+    dist = dist.clamp_min(0.0) if dist.requires_grad else dist.clamp_min_(0.0)
     return dist.view(n_q, u, n_c, v).permute(0, 2, 1, 3)
 
 
@@ -223,11 +224,12 @@ def _rows_view(grid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
 def _bpwr(d: torch.Tensor, mask: torch.Tensor | None, r: int) -> torch.Tensor:
     """Best pairs without replacement, exact, with one pass over the ``(u, v)`` matrix.
 
-    Every row's minimum over its free columns (value and column) is cached. A round takes the
-    smallest cached minimum (lowest row among ties), retires its row, marks its column removed,
-    and rescans only the rows whose minimum sat in that column (a row's minimum changes only when
-    its own arg-min column goes). Ties resolve to the lowest (row, column), as in the textbook loop
-    ``min((value, row, col))`` over free cells. ``+inf`` entries count as excluded.
+    Every row's minimum over its free columns is cached. A round takes the smallest cached minimum
+    (lowest row among ties), finds its column within that one row (lowest free column among
+    ties), retires the row and the column, and rescans only the rows whose minimum value sits in
+    that column (a row's minimum can change only then). Ties therefore resolve to the lowest
+    (row, column), as in the textbook loop ``min((value, row, col))`` over free cells. ``+inf``
+    entries count as excluded.
     """
     *lead, u, v = d.shape
     inf = float("inf")
@@ -236,10 +238,13 @@ def _bpwr(d: torch.Tensor, mask: torch.Tensor | None, r: int) -> torch.Tensor:
     with torch.no_grad():
         grid = _masked_fill(d.detach(), mask, inf)  # (..., u, v), read only
         row_source, row_ids = _rows_view(grid)
-        row_min, row_arg = grid.min(dim=-1)
-        row_min = row_min.reshape(-1, u).contiguous()
-        row_arg = row_arg.reshape(-1, u).contiguous().masked_fill_(torch.isinf(row_min), -1)  # -1: nothing left
+        row_min = grid.amin(dim=-1).reshape(-1, u).contiguous()
         batch = row_min.shape[0]
+        if row_ids is None:
+            row_ids = torch.arange(batch * u, device=device)
+        row_ids = row_ids.view(batch, u)
+        cells = row_source.reshape(-1)  # flat storage: row id * v + column
+        pairs = torch.arange(batch, device=device)
         removed = torch.zeros(batch, v, dtype=torch.bool, device=device)
         taken_flat = torch.zeros(n_rounds, batch, dtype=torch.long, device=device)
         taken_val = torch.full((n_rounds, batch), inf, dtype=d.dtype, device=device)
@@ -247,23 +252,22 @@ def _bpwr(d: torch.Tensor, mask: torch.Tensor | None, r: int) -> torch.Tensor:
             best_val, best_row = row_min.min(dim=1)
             if t and bool(torch.isinf(best_val).all()):
                 break
-            best_row = best_row.unsqueeze(1)
-            # -2 for pairs with nothing left: matches no row (retired/exhausted rows hold -1)
-            best_col = torch.gather(row_arg, 1, best_row).masked_fill_(torch.isinf(best_val).unsqueeze(1), -2)
+            chosen = row_source.index_select(0, row_ids[pairs, best_row]).masked_fill_(removed, inf)
+            best_col = chosen.argmin(dim=1)
             taken_val[t] = best_val
-            taken_flat[t] = (best_row * v + best_col.clamp_min(0)).squeeze(1)
+            taken_flat[t] = best_row * v + best_col
             if t == n_rounds - 1:
                 break
-            row_min.scatter_(1, best_row, inf)  # retire the row
-            row_arg.scatter_(1, best_row, -1)
-            removed.scatter_(1, best_col.clamp_min(0), True)  # and the column (harmless when none was found)
-            flat = (row_arg == best_col).view(-1).nonzero().squeeze(1)  # rows whose minimum just went
+            best_col = best_col.unsqueeze(1)
+            row_min.scatter_(1, best_row.unsqueeze(1), inf)  # retire the row
+            removed.scatter_(1, best_col, True)  # and the column (harmless when none was found)
+            in_column = cells.index_select(0, (row_ids * v + best_col).view(-1)).view(batch, u)
+            stale = (in_column == row_min) & torch.isfinite(row_min)
+            flat = stale.view(-1).nonzero().squeeze(1)
             if flat.numel():
-                rows = row_source.index_select(0, flat if row_ids is None else row_ids.index_select(0, flat))
+                rows = row_source.index_select(0, row_ids.view(-1).index_select(0, flat))
                 rows.masked_fill_(removed.index_select(0, flat // u), inf)
-                new_min, new_arg = rows.min(dim=1)
-                row_min.view(-1).index_copy_(0, flat, new_min)
-                row_arg.view(-1).index_copy_(0, flat, new_arg.masked_fill_(torch.isinf(new_min), -1))
+                row_min.view(-1).index_copy_(0, flat, rows.amin(dim=1))
         taken_ok = torch.isfinite(taken_val).t()
         taken_val = taken_val.t()
         taken_flat = taken_flat.t()
