@@ -118,13 +118,14 @@ def _print_result(result: dict, out: Path) -> None:
     table = Table(title=f"{result['level']} level, {result['redux']}")
     if result.get("level") == "segment":
         table.add_column("tau [s]", justify="right")
-    for name in ("NAR (%)", "MAP", "MR1", "queries", "skipped"):
+    for name in ("NAR (%)", "MAP", "MR1", "queries", "skipped", "MAP chance"):
         table.add_column(name, justify="right")
     for row in rows:
         cells = [f"{row['tau']:g}"] if "tau" in row else []
         cells += [
             f"{row['NAR']:.2f} ± {row['NAR_ci']:.2f}", f"{row['MAP']:.3f} ± {row['MAP_ci']:.3f}",
             f"{row['MR1']:.1f} ± {row['MR1_ci']:.1f}", str(row["queries"]), str(row["skipped"]),
+            f"{row.get('MAP_chance', float('nan')):.3f}",
         ]
         table.add_row(*cells)
     Console().print(table)

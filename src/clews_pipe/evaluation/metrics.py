@@ -30,6 +30,7 @@ class QueryMetrics:
     r1: np.ndarray  # (n,)
     nar: np.ndarray  # (n,)
     evaluated: np.ndarray  # (n,) bool, False = no other version in the partition
+    chance_ap: np.ndarray | None = None  # (n,) expected AP of a uniformly random ranking, NaN if skipped
 
     @staticmethod
     def concat(parts: list["QueryMetrics"]) -> "QueryMetrics":
@@ -38,6 +39,9 @@ class QueryMetrics:
             r1=np.concatenate([p.r1 for p in parts]),
             nar=np.concatenate([p.nar for p in parts]),
             evaluated=np.concatenate([p.evaluated for p in parts]),
+            chance_ap=None
+            if any(p.chance_ap is None for p in parts)
+            else np.concatenate([p.chance_ap for p in parts]),
         )
 
 
@@ -83,7 +87,21 @@ def query_metrics(distances, query_clique, candidate_clique, self_column) -> Que
         r1=torch.where(evaluated, first, nan).numpy(),
         nar=torch.where(evaluated, nar, nan).numpy(),
         evaluated=evaluated.numpy(),
+        chance_ap=torch.where(evaluated, expected_random_ap(n_rel, n_list), nan).numpy(),
     )
+
+
+def expected_random_ap(n_relevant: torch.Tensor, n_candidates: torch.Tensor) -> torch.Tensor:
+    """Expected AP of a uniformly random ranking of ``n_candidates`` with ``n_relevant`` matches.
+
+    With rel_k the indicator of a match at rank k, AP = (1/m) Σ_k rel_k (1/k) Σ_{i≤k} rel_i, and
+    E[rel_k] = m/N, E[rel_i rel_k] = m(m−1)/(N(N−1)) for i ≠ k give
+    E[AP] = H_N / N + (m − 1)(N − H_N) / (N (N − 1)), H_N the N-th harmonic number.
+    """
+    m = torch.as_tensor(n_relevant, dtype=torch.float64)
+    n = torch.as_tensor(n_candidates, dtype=torch.float64).clamp_min(1.0)
+    harmonic = torch.special.digamma(n + 1.0) + 0.5772156649015329  # H_N
+    return harmonic / n + (m - 1.0) * (n - harmonic) / (n * (n - 1.0).clamp_min(1.0))
 
 
 def mean_ci(values: np.ndarray) -> tuple[float, float]:
@@ -102,6 +120,7 @@ def summarize(per_query: QueryMetrics, redux: str, level: str) -> dict:
     map_, map_ci = mean_ci(per_query.ap[ok])
     mr1, mr1_ci = mean_ci(per_query.r1[ok])
     nar, nar_ci = mean_ci(per_query.nar[ok])
+    chance = float(np.mean(per_query.chance_ap[ok])) if per_query.chance_ap is not None and ok.any() else math.nan
     return {
         "MAP": map_,
         "MR1": mr1,
@@ -111,6 +130,7 @@ def summarize(per_query: QueryMetrics, redux: str, level: str) -> dict:
         "NAR_ci": nar_ci,
         "queries": int(ok.sum()),
         "skipped": int((~ok).sum()),
+        "MAP_chance": chance,
         "redux": redux,
         "level": level,
     }
@@ -118,7 +138,7 @@ def summarize(per_query: QueryMetrics, redux: str, level: str) -> dict:
 
 def markdown_table(rows: list[dict], first_column: str | None = None) -> str:
     """Markdown table of metric dictionaries (one row each), optionally led by ``first_column``."""
-    head = ([first_column] if first_column else []) + ["NAR (%)", "MAP", "MR1", "queries", "skipped"]
+    head = ([first_column] if first_column else []) + ["NAR (%)", "MAP", "MR1", "queries", "skipped", "MAP chance"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for row in rows:
         cells = [str(row[first_column])] if first_column else []
@@ -128,6 +148,7 @@ def markdown_table(rows: list[dict], first_column: str | None = None) -> str:
             f"{row['MR1']:.1f} ± {row['MR1_ci']:.1f}",
             str(row["queries"]),
             str(row["skipped"]),
+            f"{row.get('MAP_chance', math.nan):.3f}",
         ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
