@@ -15,6 +15,15 @@ from clews_pipe.evaluation.reductions import (
     segment_distances,
 )
 
+@pytest.fixture(params=["compiled", "torch"], autouse=True)
+def bpwr_path(request, monkeypatch):
+    """Run every test with the numba CPU kernel and with the torch implementation of bpwr."""
+    import clews_pipe.evaluation.reductions as red
+
+    monkeypatch.setattr(red, "USE_COMPILED_BPWR", request.param == "compiled")
+    return request.param
+
+
 REDUXES = ["min", "max", "mean", "meanmin", "minmean", "best-1", "best-3", "best-50", "bpwr-1", "bpwr-3", "bpwr-10"]
 
 

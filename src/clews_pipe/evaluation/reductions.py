@@ -183,7 +183,22 @@ def reduce_distances(d: torch.Tensor, redux: str, mask: torch.Tensor | None = No
         )
         total = torch.where(taken, smallest, torch.zeros((), dtype=d.dtype, device=d.device)).sum(-1)
         return _safe_divide(total, taken.sum(-1))
+    if not d.requires_grad and d.device.type == "cpu" and d.dtype in (torch.float32, torch.float64) and _use_kernel():
+        from clews_pipe.evaluation.bpwr_kernel import bpwr_cpu
+
+        return bpwr_cpu(_masked_fill(d, mask, float("inf")), r)
     return _bpwr(d, mask, r)
+
+
+USE_COMPILED_BPWR = True  # CPU inference uses the numba kernel when numba is installed
+
+
+def _use_kernel() -> bool:
+    if not USE_COMPILED_BPWR:
+        return False
+    from clews_pipe.evaluation.bpwr_kernel import available
+
+    return available()
 
 
 def _broadcastable(small: torch.Size, big: torch.Size) -> bool:
