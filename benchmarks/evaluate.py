@@ -8,7 +8,11 @@ the published loop (one query at a time against all candidates, the full S x S s
 tensor per pair, ``r`` rounds of masked minima over the whole tensor). The loop is timed on
 ``--baseline-queries`` queries and scaled to N (``--baseline-queries 0`` runs all N); the metrics
 of those queries must be identical between the two. Peak resident memory is reported for the
-clews-pipe run (measured before the baseline runs).
+clews-pipe run (measured before the baseline runs). ``clews_pipe_cpu_s`` / ``published_loop_cpu_s``
+(process CPU time, 1 rank) are the robust comparison on a shared machine; wall times suffer from
+other load. ``max_abs_diff`` can be far above float32 rounding on a few pairs: float32 near-ties
+make the greedy bpwr rounds pick different pairs (the published loop also takes every entry equal
+to the round's minimum at once); clews-pipe's value equals a float64 brute-force loop there.
 """
 
 from __future__ import annotations
