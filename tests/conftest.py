@@ -66,3 +66,19 @@ def demo_catalog(demo_corpus):
     from clews_pipe.pipeline.catalogs import load_catalog
 
     return load_catalog("discogs-vi", demo_corpus.meta, demo_corpus.audio)
+
+
+@pytest.fixture(scope="session")
+def extracted_demo_store(demo_corpus, tmp_path_factory) -> Path:
+    """The ``demo_corpus`` extracted into a zarr store by the real ``clews-pipe extract`` (1 worker)."""
+    from clews_pipe.cli.app import main
+
+    out = tmp_path_factory.mktemp("extracted") / "demo.store"
+    code = main(
+        [
+            "extract", "--dataset", "discogs-vi", "--meta", str(demo_corpus.meta),
+            "--audio", str(demo_corpus.audio), "--out", str(out), "--workers", "1", "--quiet",
+        ]
+    )
+    assert code == 0
+    return out

@@ -21,23 +21,6 @@ CLI = [sys.executable, "-m", "clews_pipe.cli.app"]
 QUICK = ["training.batch_size=2", "data.block_len=40", "data.workers=0"]
 
 
-@pytest.fixture(scope="module")
-def train_store(demo_corpus, tmp_path_factory):
-    out = tmp_path_factory.mktemp("train") / "store"
-    code = main(
-        [
-            "extract",
-            "--dataset", "discogs-vi",
-            "--meta", str(demo_corpus.meta),
-            "--audio", str(demo_corpus.audio),
-            "--out", str(out),
-            "--workers", "1",
-        ]
-    )
-    assert code == 0
-    return out
-
-
 def _rows(run: Path) -> list[dict]:
     with (run / "metrics.csv").open() as fh:
         return list(csv.DictReader(fh))
@@ -54,10 +37,10 @@ def _train_cli(store: Path, run: Path, *overrides: str) -> subprocess.CompletedP
     )
 
 
-def test_two_process_ddp_trains_then_resumes_at_epoch_3(train_store, tmp_path):
+def test_two_process_ddp_trains_then_resumes_at_epoch_3(extracted_demo_store, tmp_path):
     run = tmp_path / "ddp"
     ddp = ["fabric.devices=2", "fabric.strategy=ddp", "fabric.accelerator=cpu"]
-    first = _train_cli(train_store, run, "training.epochs=2", *ddp)
+    first = _train_cli(extracted_demo_store, run, "training.epochs=2", *ddp)
     assert first.returncode == 0, first.stderr[-3000:]
     rows = _rows(run)
     assert [int(r["epoch"]) for r in rows] == [1, 2]
@@ -71,18 +54,18 @@ def test_two_process_ddp_trains_then_resumes_at_epoch_3(train_store, tmp_path):
     state = torch.load(run / "checkpoint_last.ckpt", weights_only=True)
     assert state["epoch"] == 2 and set(state) >= {"model", "optimizer", "scheduler", "rng", "config"}
 
-    again = _train_cli(train_store, run, "training.epochs=3", *ddp)
+    again = _train_cli(extracted_demo_store, run, "training.epochs=3", *ddp)
     assert again.returncode == 0, again.stderr[-3000:]
     assert "at epoch 3" in again.stdout + again.stderr
     assert [int(r["epoch"]) for r in _rows(run)] == [1, 2, 3]
     assert torch.load(run / "checkpoint_last.ckpt", weights_only=True)["epoch"] == 3
 
 
-def test_resume_continues_the_same_rng_stream(train_store, tmp_path):
+def test_resume_continues_the_same_rng_stream(extracted_demo_store, tmp_path):
     """1 epoch + resume to 2 epochs gives the weights of 2 uninterrupted epochs."""
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
     args = [*QUICK, "fabric.devices=1"]
-    base = ["train", str(TINY), "--store", str(train_store)]
+    base = ["train", str(TINY), "--store", str(extracted_demo_store)]
     assert main([*base, "--out", str(straight), *args, "training.epochs=2"]) == 0
     assert main([*base, "--out", str(resumed), *args, "training.epochs=1"]) == 0
     assert main([*base, "--out", str(resumed), *args, "training.epochs=2"]) == 0
@@ -116,14 +99,14 @@ def test_non_finite_loss_stops_with_a_clear_message(tmp_path, capsys):
     assert "error: training loss is nan at epoch 1" in err[-1]  # after the progress bar's carriage return
 
 
-def test_bad_inputs_are_one_line(train_store, tmp_path, capsys):
+def test_bad_inputs_are_one_line(extracted_demo_store, tmp_path, capsys):
     cases = [
         ([f"data.train_split=nosuch"], "nosuch"),
         (["training.nosuchkey=1"], "training.nosuchkey"),
         (["training.epochs=two"], "training.epochs"),
     ]
     for overrides, needle in cases:
-        code = main(["train", str(TINY), "--store", str(train_store), "--out", str(tmp_path / "r"), *QUICK, *overrides])
+        code = main(["train", str(TINY), "--store", str(extracted_demo_store), "--out", str(tmp_path / "r"), *QUICK, *overrides])
         err = capsys.readouterr().err.strip().splitlines()
         assert code == 2, overrides
         assert len(err) >= 1 and err[-1].startswith("error:") and needle in err[-1], err
