@@ -23,13 +23,14 @@ test-all: $(STAMP)
 	$(BIN)/python -m pytest -m ''
 
 # The whole pipeline on a synthetic corpus: corpus -> extract -> train -> evaluate (track + segment level).
-DEMO_CLIQUES ?= 60
-DEMO_EPOCHS ?= 6
+DEMO_CLIQUES ?= 80
+DEMO_EPOCHS ?= 30
 CLI := $(BIN)/clews-pipe
 demo: $(STAMP)
 	@echo "== 1/6 demo corpus: $(DEMO_CLIQUES) cliques of synthetic versions -> $(DEMO_DIR)/corpus"
 	test -f $(DEMO_DIR)/corpus/DiscogsVI-YT-20240701-light.json.test || \
-	  $(CLI) demo-corpus $(DEMO_DIR)/corpus --cliques $(DEMO_CLIQUES) --seed 0
+	  $(CLI) demo-corpus $(DEMO_DIR)/corpus --cliques $(DEMO_CLIQUES) --seed 0 --splits 0.6,0.1,0.3 \
+	    --duration-min 30 --duration-max 75
 	@echo "== 2/6 extract: decode + CQT once into a Zarr store (Dask LocalCluster)"
 	$(CLI) extract --dataset discogs-vi --meta $(DEMO_DIR)/corpus --audio $(DEMO_DIR)/corpus/audio --out $(DEMO_DIR)/store
 	$(CLI) store info $(DEMO_DIR)/store
