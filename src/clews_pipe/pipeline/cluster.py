@@ -65,8 +65,8 @@ def slurm_cluster_kwargs(conf: DictConfig) -> dict:
 
 
 def slurm_job_script(conf: DictConfig) -> str:
-    """The sbatch script dask-jobqueue submits for one worker job, with a placeholder scheduler
-    address (no SLURM and no scheduler needed). Leaves no log directory behind."""
+    """The sbatch script dask-jobqueue submits for one worker job, with ``<scheduler-address>``
+    standing in for the scheduler's (no SLURM and no scheduler needed). Leaves no log directory behind."""
     from dask_jobqueue import SLURMCluster
 
     kwargs = slurm_cluster_kwargs(conf)
