@@ -42,6 +42,7 @@ def demo_corpus(
         samplerate=samplerate,
         workers=n_workers,
         split_fractions=fractions,
+        progress=not as_json,
     )
     if as_json:
         typer.echo(json.dumps(summary, sort_keys=True))

@@ -364,11 +364,13 @@ def generate_corpus(
     split_fractions=(0.7, 0.15, 0.15),
     formats=DEFAULT_FORMAT_CYCLE,
     workers: int = 1,
+    progress: bool = False,
 ) -> dict:
     """Write a synthetic Discogs-VI-layout corpus under ``out``; return a summary dict.
 
     ``formats`` is cycled over the tracks (global order) to choose each file's container.
     ``workers`` > 1 renders in that many processes; the output does not depend on it.
+    ``progress`` shows a progress bar of the tracks rendered.
     """
     if cliques < 1:
         raise ClewsError(f"cliques must be >= 1, got {cliques}")
@@ -429,11 +431,19 @@ def generate_corpus(
             entries.append((split_of[ci], clique_ids[ci], version_ids[t], title, youtube_ids[t]))
             t += 1
 
-    if workers > 1:
-        with ProcessPoolExecutor(max_workers=workers) as pool:
-            rendered = list(pool.map(_write_track, jobs, chunksize=4))
-    else:
-        rendered = [_write_track(job) for job in jobs]
+    from tqdm.auto import tqdm
+
+    pool = ProcessPoolExecutor(max_workers=workers) if workers > 1 else None
+    try:
+        results = pool.map(_write_track, jobs, chunksize=4) if pool else map(_write_track, jobs)
+        rendered = []
+        with tqdm(total=len(jobs), desc="render versions", unit="track", disable=not progress, leave=False) as bar:
+            for result in results:
+                rendered.append(result)
+                bar.update(1)
+    finally:
+        if pool is not None:
+            pool.shutdown()
 
     splits: dict[str, dict[str, list]] = {"train": {}, "val": {}, "test": {}}
     for split, clique, version, title, ytid in entries:
