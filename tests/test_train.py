@@ -120,3 +120,14 @@ def test_monitor_value():
 
     assert monitor_value("nar_map", 0.75, 4.0) == pytest.approx((0.04 * 0.25) ** 0.5)
     assert monitor_value("map", 0.8, 3.0) == -0.8
+
+
+def test_bf16_mixed_precision_runs_the_model_under_autocast(extracted_demo_store, tmp_path):
+    base = ["train", str(TINY), "--store", str(extracted_demo_store), *QUICK, "training.epochs=1"]
+    assert main([*base, "--out", str(tmp_path / "fp32")]) == 0
+    assert main([*base, "--out", str(tmp_path / "bf16"), "fabric.precision=bf16-mixed"]) == 0
+    fp32, bf16 = _rows(tmp_path / "fp32")[0], _rows(tmp_path / "bf16")[0]
+    assert np.isfinite(float(bf16["train_loss"])) and np.isfinite(float(bf16["val_loss"]))
+    # Same seed and batches: only the precision of the model's arithmetic differs.
+    assert bf16["train_loss"] != fp32["train_loss"]
+    assert abs(float(bf16["train_loss"]) - float(fp32["train_loss"])) < 0.5

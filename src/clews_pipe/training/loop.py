@@ -259,8 +259,9 @@ def _train_epoch(fabric, model, optimizer, loader, augment, generator, conf: Dic
             clique = clique.to(fabric.device)
             track = track.to(fabric.device)
             wait += time.perf_counter() - t0
-            z = model.embed(augment(x, generator))
-            loss, _, _ = loss_from_config(z, clique, track, conf.model.loss)
+            with fabric.autocast():  # fabric.precision (bf16-mixed, ...) for a method other than forward
+                z = model.embed(augment(x, generator))
+            loss, _, _ = loss_from_config(z.float(), clique, track, conf.model.loss)  # distances in fp32
             value = float(loss.detach())
             # Every rank checks the mean over ranks, so all stop together and none waits in backward.
             everywhere = float(fabric.all_reduce(loss.detach(), reduce_op="mean")) if fabric.world_size > 1 else value

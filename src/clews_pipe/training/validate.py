@@ -29,7 +29,9 @@ def validate(fabric, model, loader, conf: DictConfig) -> dict:
     for x, clique, track in loader:
         x = x.to(fabric.device).float()
         clique, track = clique.to(fabric.device), track.to(fabric.device)
-        z = model.embed(x)
+        with fabric.autocast():
+            z = model.embed(x)
+        z = z.float()
         loss, _, _ = loss_from_config(z, clique, track, conf.model.loss)
         loss_sum += float(loss)
         n_batches += 1
