@@ -30,6 +30,7 @@ from typing import Callable, Iterable, Iterator
 import numpy as np
 
 from clews_pipe.errors import ClewsError
+from clews_pipe.evaluation.embeddings import open_npz, write_npz_atomically
 
 #: Extensions picked up when walking a folder (explicitly named files are always tried).
 AUDIO_EXTENSIONS = frozenset(
@@ -100,32 +101,23 @@ def collect_audio_jobs(paths: Iterable[str | Path]) -> list[AudioJob]:
 # --------------------------------------------------------------------------------------- output
 def save_file_embedding(path: str | Path, emb: FileEmbedding) -> Path:
     """Write one file's embeddings atomically (temporary name, then rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.npz")
-    np.savez(
-        tmp,
-        z=np.ascontiguousarray(emb.z, dtype=np.float32),
-        starts=np.asarray(emb.starts, dtype=np.float64),
-        duration=np.float64(emb.duration),
-        source=np.asarray(str(emb.source)),
-        shingle_len=np.float64(emb.shingle_len),
-        shingle_hop=np.float64(emb.shingle_hop),
+    return write_npz_atomically(
+        path,
+        dict(
+            z=np.ascontiguousarray(emb.z, dtype=np.float32),
+            starts=np.asarray(emb.starts, dtype=np.float64),
+            duration=np.float64(emb.duration),
+            source=np.asarray(str(emb.source)),
+            shingle_len=np.float64(emb.shingle_len),
+            shingle_hop=np.float64(emb.shingle_hop),
+        ),
     )
-    tmp.replace(path)
-    return path
 
 
 def load_file_embedding(path: str | Path) -> FileEmbedding:
     """Read a ``clews-pipe embed`` output; any problem → one-line :class:`ClewsError`."""
     path = Path(path)
-    if not path.is_file():
-        raise ClewsError(f"embeddings file not found: {path}")
-    try:
-        data = np.load(path, allow_pickle=False)
-        keys = set(data.files)
-    except Exception as exc:  # zipfile / format errors
-        raise ClewsError(f"cannot read embeddings file {path}: {type(exc).__name__}: {exc}") from None
+    data, keys = open_npz(path)
     missing = [k for k in ("z", "starts") if k not in keys]
     if missing:
         raise ClewsError(f"{path}: not a clews-pipe embed output (missing {', '.join(missing)})")

@@ -45,10 +45,30 @@ def tau_key(tau: float) -> str:
     return str(int(tau)) if tau.is_integer() else repr(tau)
 
 
-def save_embeddings(path: str | Path, emb: Embeddings) -> Path:
-    """Write ``emb`` as an (uncompressed) ``.npz``; atomically (temporary name, then rename)."""
+def write_npz_atomically(path: str | Path, arrays: dict) -> Path:
+    """``np.savez`` (uncompressed) under a temporary name in the same folder, then rename."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp.npz")
+    np.savez(tmp, **arrays)
+    tmp.replace(path)
+    return path
+
+
+def open_npz(path: str | Path):
+    """``(NpzFile, set of array names)``; a missing or unreadable file → one-line :class:`ClewsError`."""
+    path = Path(path)
+    if not path.is_file():
+        raise ClewsError(f"embeddings file not found: {path}")
+    try:
+        data = np.load(path, allow_pickle=False)
+        return data, set(data.files)
+    except Exception as exc:  # zipfile / format errors
+        raise ClewsError(f"cannot read embeddings file {path}: {type(exc).__name__}: {exc}") from None
+
+
+def save_embeddings(path: str | Path, emb: Embeddings) -> Path:
+    """Write ``emb`` as an (uncompressed) ``.npz``; atomically (temporary name, then rename)."""
     arrays = {
         "z": np.ascontiguousarray(emb.z, dtype=_storage_dtype(emb.z)),
         "mask": np.asarray(emb.mask, dtype=bool),
@@ -63,22 +83,13 @@ def save_embeddings(path: str | Path, emb: Embeddings) -> Path:
     for tau, (zq, mq) in sorted(emb.queries.items()):
         arrays[f"zq_{tau_key(tau)}"] = np.ascontiguousarray(zq, dtype=_storage_dtype(zq))
         arrays[f"maskq_{tau_key(tau)}"] = np.asarray(mq, dtype=bool)
-    tmp = path.with_name(path.name + ".tmp.npz")
-    np.savez(tmp, **arrays)
-    tmp.replace(path)
-    return path
+    return write_npz_atomically(path, arrays)
 
 
 def load_embeddings(path: str | Path) -> Embeddings:
     """Read and validate an embeddings file; any problem → one-line :class:`ClewsError`."""
     path = Path(path)
-    if not path.is_file():
-        raise ClewsError(f"embeddings file not found: {path}")
-    try:
-        data = np.load(path, allow_pickle=False)
-        keys = set(data.files)
-    except Exception as exc:  # zipfile / format errors
-        raise ClewsError(f"cannot read embeddings file {path}: {type(exc).__name__}: {exc}") from None
+    data, keys = open_npz(path)
     missing = [k for k in ("z", "mask", "clique", "track") if k not in keys]
     if missing:
         raise ClewsError(f"embeddings file {path}: missing arrays {', '.join(missing)} (need z, mask, clique, track)")
