@@ -27,12 +27,13 @@ def _compile():
         n_q, n_c, u, v = grid.shape
         out = np.empty(n_q * n_c, dtype=np.float64)
         n_rounds = min(r, u, v)
+        row_min = np.empty(u, dtype=np.float64)  # scratch, reused for every pair
+        row_arg = np.empty(u, dtype=np.int64)
+        removed = np.empty(v, dtype=np.bool_)
         for pair in range(n_q * n_c):
             q = pair // n_c
             c = pair % n_c
-            row_min = np.empty(u, dtype=np.float64)
-            row_arg = np.empty(u, dtype=np.int64)
-            removed = np.zeros(v, dtype=np.bool_)
+            removed[:] = False
             for i in range(u):
                 best = np.inf
                 arg = -1
