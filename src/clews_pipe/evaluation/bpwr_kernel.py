@@ -23,8 +23,10 @@ def _compile():
     import numba as nb
 
     @nb.njit(cache=True)
-    def bpwr_pairs(grid, r):  # grid: (Q, C, u, v) float, any strides, +inf = excluded
-        n_q, n_c, u, v = grid.shape
+    def bpwr_pairs(grid, r):
+        # grid: (Q, u, C, v) float (the memory order of cross_segment_distances' output, so that
+        # numba sees a C-contiguous array there), +inf = excluded.
+        n_q, u, n_c, v = grid.shape
         out = np.empty(n_q * n_c, dtype=np.float64)
         n_rounds = min(r, u, v)
         row_min = np.empty(u, dtype=np.float64)  # scratch, reused for every pair
@@ -38,7 +40,7 @@ def _compile():
                 best = np.inf
                 arg = -1
                 for j in range(v):
-                    x = grid[q, c, i, j]
+                    x = grid[q, i, c, j]
                     if x < best:
                         best = x
                         arg = j
@@ -67,7 +69,7 @@ def _compile():
                         arg = -1
                         for j in range(v):
                             if not removed[j]:
-                                x = grid[q, c, i, j]
+                                x = grid[q, i, c, j]
                                 if x < best:
                                     best = x
                                     arg = j
@@ -97,5 +99,5 @@ def bpwr_cpu(grid: torch.Tensor, r: int) -> torch.Tensor:
         four = grid.reshape((1,) * (4 - grid.ndim) + tuple(grid.shape))
     else:
         four = grid.reshape(-1, 1, u, v)
-    values = _compile()(four.numpy(), int(r))
+    values = _compile()(four.permute(0, 2, 1, 3).numpy(), int(r))
     return torch.from_numpy(values).to(grid.dtype).reshape(lead)
