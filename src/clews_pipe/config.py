@@ -26,6 +26,18 @@ def _one_line(exc: OmegaConfBaseException, where: str) -> str:
     return f"{where}: {msg}"
 
 
+def read_yaml(path: str | Path) -> Any:
+    """An OmegaConf container from a YAML file; missing or unparsable → one :class:`ClewsError` line."""
+    p = Path(path)
+    if not p.is_file():
+        raise ClewsError(f"{p}: config file not found")
+    try:
+        return OmegaConf.load(p)
+    except Exception as exc:  # yaml errors come in many types
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ClewsError(f"{p}: not a readable YAML config ({first})") from None
+
+
 def load_config(
     schema: type[T] | None,
     path: str | Path | None = None,
@@ -44,13 +56,7 @@ def load_config(
             conf = OmegaConf.merge(conf, OmegaConf.create(base))
         if path is not None:
             p = Path(path)
-            if not p.is_file():
-                raise ClewsError(f"{p}: config file not found")
-            try:
-                loaded = OmegaConf.load(p)
-            except Exception as exc:  # yaml errors come in many types
-                first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-                raise ClewsError(f"{p}: not a readable YAML config ({first})") from None
+            loaded = read_yaml(p)
             try:
                 conf = OmegaConf.merge(conf, loaded)
             except OmegaConfBaseException as exc:

@@ -117,13 +117,9 @@ def checkpoint_config(payload: dict, where: str = "checkpoint", config_yaml: str
     if config_yaml is None and "config" in payload:
         return load_train_config(base=dict(payload["config"]))
     if config_yaml is not None:
-        config_yaml = Path(config_yaml)
-        if not config_yaml.is_file():
-            raise ClewsError(f"{config_yaml}: configuration file not found")
-        try:
-            official = OmegaConf.load(config_yaml)
-        except Exception as exc:  # yaml errors come in many types
-            raise ClewsError(f"{config_yaml}: not a readable YAML config ({type(exc).__name__})") from None
+        from clews_pipe.config import read_yaml
+
+        official = read_yaml(config_yaml)
         where = str(config_yaml)
     elif "conf" in payload:
         official = payload["conf"]
