@@ -32,8 +32,8 @@ def main() -> None:
     import torch
 
     from clews_pipe.evaluation.audio_embed import collect_audio_jobs, embed_audio_files, load_file_embedding
-    from clews_pipe.pipeline.audio import decode_audio
-    from clews_pipe.training.checkpoint import load_model
+    from clews_pipe.audio.decode import decode_audio
+    from clews_pipe.model.checkpoint import load_model
 
     torch.set_num_threads(args.threads)
     model, _ = load_model(args.checkpoint)

@@ -124,7 +124,7 @@ def main(argv=None) -> int:
     if args.threads > 0:
         torch.set_num_threads(args.threads)
     from clews_pipe.evaluation.distances import open_distances
-    from clews_pipe.evaluation.metrics import query_metrics, summarize
+    from clews_pipe.retrieval.metrics import query_metrics, summarize
 
     z, mask, clique, tracks = make_data(args.n, args.segments, args.dim)
     n_base = args.n if args.baseline_queries <= 0 else min(args.n, args.baseline_queries)

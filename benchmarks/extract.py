@@ -32,7 +32,7 @@ def _dir_bytes(path: Path) -> int:
 def sequential(paths: list[str], samplerate: int, max_seconds: float, impl: str) -> dict:
     import torch
 
-    from clews_pipe.pipeline.audio import AudioDecodeError, decode_audio
+    from clews_pipe.audio.decode import AudioDecodeError, decode_audio
     from clews_pipe.pipeline.extract_job import worker_extractor
 
     torch.set_num_threads(1)

@@ -98,7 +98,7 @@ def decode_paths(store, tmp: Path, n: int) -> list[str]:
 
 def time_decode(paths: list[str], items: int) -> float:
     from clews_pipe.features.cqt import CQTParams, build_cqt
-    from clews_pipe.pipeline.audio import decode_audio
+    from clews_pipe.audio.decode import decode_audio
 
     sr, block, shingle = 16000, 150 * 16000, 20 * 16000
     cqt = build_cqt(CQTParams()).eval()

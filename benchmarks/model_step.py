@@ -29,9 +29,9 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    from clews_pipe.training.config import load_train_config
+    from clews_pipe.model.run_config import load_train_config
     from clews_pipe.training.loss import loss_from_config
-    from clews_pipe.training.model import CLEWS, count_parameters
+    from clews_pipe.model.network import CLEWS, count_parameters
 
     conf = load_train_config(args.config, args.overrides)
     torch.manual_seed(conf.training.seed)

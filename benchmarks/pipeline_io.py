@@ -64,7 +64,7 @@ def _music(seconds: float, sr: int, channels: int) -> np.ndarray:
 
 
 def _timed_decode(path: Path, repeats: int = 3, **kw) -> tuple[float, float]:
-    from clews_pipe.pipeline.audio import decode_audio
+    from clews_pipe.audio.decode import decode_audio
 
     best = float("inf")
     for _ in range(repeats):

@@ -58,9 +58,9 @@ def main() -> None:
     from clews_pipe.features.augment import CQAugment
     from clews_pipe.features.dataset import make_train_loader
     from clews_pipe.features.store import open_store
-    from clews_pipe.training.config import load_train_config
+    from clews_pipe.model.run_config import load_train_config
     from clews_pipe.training.loss import loss_from_config
-    from clews_pipe.training.model import CLEWS
+    from clews_pipe.model.network import CLEWS
 
     torch.set_num_threads(args.threads)
     tmp = tempfile.TemporaryDirectory()

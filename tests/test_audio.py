@@ -8,7 +8,7 @@ import soundfile as sf
 from scipy.signal import resample_poly
 
 from clews_pipe.errors import ClewsError
-from clews_pipe.pipeline.audio import AudioDecodeError, DecodedAudio, decode_audio
+from clews_pipe.audio.decode import AudioDecodeError, DecodedAudio, decode_audio
 
 FORMATS = [("wav", "WAV", "PCM_16"), ("flac", "FLAC", "PCM_24"), ("ogg", "OGG", "VORBIS"), ("mp3", "MP3", "MPEG_LAYER_III")]
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from clews_pipe.evaluation.metrics import expected_random_ap, query_metrics
+from clews_pipe.retrieval.metrics import expected_random_ap, query_metrics
 
 
 def _ap_by_hand(relevant_in_rank_order):

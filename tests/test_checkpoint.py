@@ -9,7 +9,7 @@ import torch
 from omegaconf import DictConfig
 
 from clews_pipe.errors import ClewsError
-from clews_pipe.training.checkpoint import import_official, load_checkpoint, load_model, save_checkpoint
+from clews_pipe.model.checkpoint import import_official, load_checkpoint, load_model, save_checkpoint
 
 FIXTURE = Path("/work/shared/fixtures/official-clews-tiny")
 OFFICIAL = FIXTURE / "checkpoint_best.ckpt"

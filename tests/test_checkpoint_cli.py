@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from clews_pipe.cli.app import main
-from clews_pipe.training.checkpoint import OFFICIAL_SAFE_GLOBALS, load_model
-from clews_pipe.training.model import CLEWS
+from clews_pipe.model.checkpoint import OFFICIAL_SAFE_GLOBALS, load_model
+from clews_pipe.model.network import CLEWS
 
 FIXTURE = Path("/work/shared/fixtures/official-clews-tiny")
 OFFICIAL = FIXTURE / "checkpoint_best.ckpt"

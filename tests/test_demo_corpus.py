@@ -12,7 +12,7 @@ import pytest
 
 from clews_pipe.cli.app import main
 from clews_pipe.errors import ClewsError
-from clews_pipe.pipeline.audio import decode_audio
+from clews_pipe.audio.decode import decode_audio
 from clews_pipe.pipeline.catalogs import load_catalog
 from clews_pipe.pipeline.demo_corpus import SPLIT_FILE_PREFIX, _make_song, _render_version, generate_corpus
 

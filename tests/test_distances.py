@@ -6,7 +6,7 @@ import torch
 
 from clews_pipe.errors import ClewsError
 from clews_pipe.evaluation.distances import TileSettings, compute_distance_matrix, open_distances, row_blocks_for_rank
-from clews_pipe.evaluation.reductions import reduce_distances
+from clews_pipe.retrieval.reductions import reduce_distances
 
 
 def make_data(n=11, s=5, d=8, seed=0):
@@ -110,7 +110,7 @@ def test_bad_inputs(tmp_path):
 
 
 def test_diagonal_tile_mirrors_exactly():
-    from clews_pipe.evaluation.distances import tile_distances
+    from clews_pipe.retrieval.tiles import tile_distances
 
     z, mask, _, _ = make_data(n=17)
     zt, mt = torch.from_numpy(z), torch.from_numpy(mask)

@@ -9,8 +9,8 @@ import torch
 
 from clews_pipe.cli.app import main
 from clews_pipe.evaluation.audio_embed import collect_audio_jobs, load_file_embedding
-from clews_pipe.pipeline.audio import decode_audio
-from clews_pipe.training.checkpoint import load_model
+from clews_pipe.audio.decode import decode_audio
+from clews_pipe.model.checkpoint import load_model
 
 FIXTURE = Path("/work/shared/fixtures/official-clews-tiny")
 OFFICIAL = FIXTURE / "checkpoint_best.ckpt"

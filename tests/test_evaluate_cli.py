@@ -158,9 +158,9 @@ def _tiny_checkpoint_and_store(tmp_path, store_params=None):
 
     from clews_pipe.features.cqt import CQTParams
     from clews_pipe.features.store import create_store
-    from clews_pipe.training.checkpoint import save_checkpoint
-    from clews_pipe.training.config import load_train_config, to_plain_dict
-    from clews_pipe.training.model import CLEWS
+    from clews_pipe.model.checkpoint import save_checkpoint
+    from clews_pipe.model.run_config import load_train_config, to_plain_dict
+    from clews_pipe.model.network import CLEWS
 
     from omegaconf import OmegaConf
 

@@ -213,7 +213,7 @@ def _independent_cqt(waveform: np.ndarray) -> np.ndarray:
 
 
 def test_stored_cqt_equals_independent_nnaudio_computation(demo, demo_store):
-    from clews_pipe.pipeline.audio import decode_audio
+    from clews_pipe.audio.decode import decode_audio
 
     out, summary = demo_store
     assert summary["this_run"]["ok"] == demo["tracks"] == 4

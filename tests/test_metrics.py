@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from clews_pipe.evaluation.metrics import markdown_table, mean_ci, query_metrics, self_columns, summarize
+from clews_pipe.retrieval.metrics import markdown_table, mean_ci, query_metrics, self_columns, summarize
 
 CAND_TRACKS = ["t0", "t1", "t2", "t3", "t4"]
 CAND_CLIQUE = [1, 1, 2, 1, 3]

@@ -8,9 +8,9 @@ import torch
 from omegaconf import OmegaConf
 
 from clews_pipe.errors import ClewsError
-from clews_pipe.training.config import load_train_config
-from clews_pipe.training.layers import GeM, IBN, mid_channels
-from clews_pipe.training.model import CLEWS, count_parameters, shingle
+from clews_pipe.model.run_config import load_train_config
+from clews_pipe.model.layers import GeM, IBN, mid_channels
+from clews_pipe.model.network import CLEWS, count_parameters, shingle
 
 FIXTURE = Path("/work/shared/fixtures/official-clews-tiny")
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"

@@ -7,18 +7,14 @@ import pytest
 import torch
 
 from clews_pipe.errors import ClewsError
-from clews_pipe.evaluation.reductions import (
-    cross_segment_distances,
-    pair_mask,
-    parse_redux,
-    reduce_distances,
-    segment_distances,
-)
+from clews_pipe.retrieval.reductions import reduce_distances
+from clews_pipe.retrieval.redux import Redux
+from clews_pipe.retrieval.segment_distances import cross_segment_distances, pair_mask, segment_distances
 
 @pytest.fixture(params=["compiled", "torch"], autouse=True)
 def bpwr_path(request, monkeypatch):
     """Run every test with the numba CPU kernel and with the torch implementation of bpwr."""
-    import clews_pipe.evaluation.reductions as red
+    import clews_pipe.retrieval.reductions as red
 
     monkeypatch.setattr(red, "USE_COMPILED_BPWR", request.param == "compiled")
     return request.param
@@ -162,13 +158,22 @@ def test_segment_distances_definition():
 
 @pytest.mark.parametrize("name,parsed", [("min", ("min", None)), ("bpwr-10", ("bpwr", 10)), ("BEST-3", ("best", 3))])
 def test_parse_redux(name, parsed):
-    assert parse_redux(name) == parsed
+    redux = Redux.parse(name)
+    assert (redux.kind, redux.r) == parsed
+    assert Redux.parse(redux) is redux and Redux.parse(redux.name) == redux
+
+
+def test_redux_properties():
+    assert Redux.parse("bpwr-10").symmetric and Redux.parse("bpwr-10").excludes_inf
+    assert Redux.parse("min").excludes_inf and not Redux.parse("mean").excludes_inf
+    assert not Redux.parse("meanmin").symmetric and not Redux.parse("minmean").symmetric
+    assert Redux.parse("best-5").symmetric and not Redux.parse("best-5").excludes_inf
 
 
 @pytest.mark.parametrize("bad", ["median", "bpwr-0", "best--2", "bpwr", "bpwr-x", ""])
 def test_parse_redux_rejects(bad):
     with pytest.raises(ClewsError):
-        parse_redux(bad)
+        Redux.parse(bad)
 
 
 @pytest.mark.parametrize("r", [1, 7, 12, 40])

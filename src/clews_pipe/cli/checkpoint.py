@@ -18,7 +18,7 @@ def import_checkpoint(
     trust_checkpoint: bool = typer.Option(False, "--trust-checkpoint", help="allow arbitrary pickled objects in the checkpoint"),
 ) -> None:
     """Turn a published CLEWS checkpoint into one every clews-pipe command loads (weights-only)."""
-    from clews_pipe.training.checkpoint import import_official
+    from clews_pipe.model.checkpoint import import_official
 
     payload = import_official(official, config, out, trust=trust_checkpoint)
     n_params = sum(int(v.numel()) for v in payload["model"].values())

@@ -25,7 +25,7 @@ def embed(
     from tqdm.auto import tqdm
 
     from clews_pipe.evaluation.audio_embed import collect_audio_jobs, default_decode_workers, embed_audio_files
-    from clews_pipe.training.checkpoint import load_model
+    from clews_pipe.model.checkpoint import load_model
 
     jobs = collect_audio_jobs(paths)
     model, _ = load_model(checkpoint, trust=trust_checkpoint, device=device)

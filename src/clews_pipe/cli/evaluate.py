@@ -48,7 +48,7 @@ def evaluate(
     """Distance matrix + MAP / MR1 / NAR for a checkpoint on a store split, or for an embeddings file."""
     from clews_pipe.evaluation.distances import TileSettings
     from clews_pipe.evaluation.protocols import run_on_ranks
-    from clews_pipe.evaluation.reductions import parse_redux
+    from clews_pipe.retrieval.redux import Redux
 
     if (embeddings is None) == (checkpoint is None and store is None):
         raise ClewsError("give either --embeddings FILE or --checkpoint CKPT --store STORE")
@@ -56,7 +56,7 @@ def evaluate(
         raise ClewsError("--checkpoint and --store go together")
     if level not in ("track", "segment"):
         raise ClewsError(f"--level must be track or segment, not {level!r}")
-    parse_redux(redux)
+    redux = Redux.parse(redux)
     tau_values = _floats(taus, "--taus") if level == "segment" else []
     if export_wealy is not None and level != "track":
         raise ClewsError("--export-wealy writes the track-level matrix: use it with --level track")

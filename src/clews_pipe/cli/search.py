@@ -51,7 +51,7 @@ def search(
     elif checkpoint is None:
         raise ClewsError(f"{query}: an audio query needs --checkpoint to embed it (or give an embed .npz)")
     else:
-        from clews_pipe.training.checkpoint import load_model
+        from clews_pipe.model.checkpoint import load_model
 
         model, _ = load_model(checkpoint, trust=trust_checkpoint, device=device)
         q = embed_audio_file(model, query, shingle_len=length, shingle_hop=hop, device=device)

@@ -25,7 +25,7 @@ def register(app: typer.Typer) -> None:
         store: Optional[Path] = typer.Option(None, "--store", help="Feature store (sets data.store)."),
         out: Path = typer.Option(..., "--out", help="Run directory: config, checkpoints, metrics.csv, TensorBoard logs."),
     ) -> None:
-        from clews_pipe.training.config import load_train_config
+        from clews_pipe.model.run_config import load_train_config
         from clews_pipe.training.loop import train
 
         items = list(overrides or [])

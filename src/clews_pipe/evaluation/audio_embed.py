@@ -189,7 +189,7 @@ def iter_file_embeddings(
     seeded with ``seed`` for this call only (the caller's generator state is restored)."""
     import torch
 
-    from clews_pipe.pipeline.audio import decode_audio
+    from clews_pipe.audio.decode import decode_audio
 
     if batch < 1:
         raise ClewsError(f"--batch must be >= 1, got {batch}")

@@ -24,7 +24,6 @@ each is mirrored into its transposed chunk.
 from __future__ import annotations
 
 import hashlib
-import math
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,11 +33,9 @@ import numpy as np
 import torch
 
 from clews_pipe.errors import ClewsError
-from clews_pipe.evaluation.reductions import cross_segment_distances, pair_mask, parse_redux, reduce_distances
+from clews_pipe.retrieval.redux import Redux
+from clews_pipe.retrieval.tiles import tile_distances
 
-SYMMETRIC_KINDS = {"min", "max", "mean", "best", "bpwr"}
-INF_EXCLUDING_KINDS = {"min", "bpwr"}  # reductions that read +inf distances as excluded pairs
-BYTES_PER_SEGMENT_PAIR = 16  # distances, the masked copy, masks and top-k workspace
 
 
 @dataclass
@@ -75,52 +72,6 @@ def row_blocks_for_rank(n_blocks: int, rank: int, world_size: int, symmetric: bo
         if owner == rank:
             mine.append(i)
     return mine
-
-
-def _block_shape(tile_q: int, tile_c: int, u: int, v: int, memory_mb: float) -> tuple[int, int]:
-    pairs = max(1, int(memory_mb * 2**20 // (u * v * BYTES_PER_SEGMENT_PAIR)))
-    bq = max(1, min(tile_q, int(math.sqrt(pairs))))
-    bc = max(1, min(tile_c, pairs // bq))
-    return bq, bc
-
-
-def tile_distances(
-    zq: torch.Tensor, mask_q: torch.Tensor, zc: torch.Tensor, mask_c: torch.Tensor, redux: str, memory_mb: float,
-    device: str = "cpu", diagonal: bool = False,
-) -> np.ndarray:
-    """Reduced distances between every query and candidate track of one tile → (Q, C) float32.
-
-    ``diagonal``: the tile's queries are its candidates and the reduction is symmetric, so only
-    blocks on and above the diagonal are computed and the others mirrored.
-    """
-    n_q, u, _ = zq.shape
-    n_c, v, _ = zc.shape
-    bq, bc = _block_shape(n_q, n_c, u, v, memory_mb)
-    if diagonal:
-        bq = bc = max(1, int(math.sqrt(bq * bc)))
-    inf_excludes = parse_redux(redux)[0] in INF_EXCLUDING_KINDS
-    out = torch.empty(n_q, n_c, dtype=torch.float32)
-    with torch.inference_mode():
-        for q0 in range(0, n_q, bq):
-            q_block = zq[q0 : q0 + bq].to(device, torch.float32, non_blocking=True)
-            mq_block = mask_q[q0 : q0 + bq].to(device)
-            for c0 in range(0, n_c, bc):
-                if diagonal and c0 < q0:
-                    continue
-                c_block = zc[c0 : c0 + bc].to(device, torch.float32, non_blocking=True)
-                mc_block = mask_c[c0 : c0 + bc].to(device)
-                if inf_excludes:  # padding folded into the matmul as +inf distances
-                    seg = cross_segment_distances(q_block, c_block, mq_block, mc_block)
-                    red = reduce_distances(seg, redux)
-                else:
-                    seg = cross_segment_distances(q_block, c_block)
-                    red = reduce_distances(seg, redux, pair_mask(mq_block, mc_block))
-                out[q0 : q0 + bq, c0 : c0 + bc] = red.float().cpu()
-    if diagonal:
-        for q0 in range(0, n_q, bq):
-            for c0 in range(0, q0, bc):
-                out[q0 : q0 + bq, c0 : c0 + bc] = out[c0 : c0 + bc, q0 : q0 + bq].T
-    return out.numpy()
 
 
 def _open_or_create(
@@ -160,7 +111,7 @@ def _open_or_create(
 def compute_distance_matrix(
     path: str | Path,
     zq, mask_q, zc, mask_c,
-    redux: str,
+    redux: Redux | str,
     *,
     query_track, candidate_track, query_clique, candidate_clique,
     settings: TileSettings | None = None,
@@ -180,7 +131,7 @@ def compute_distance_matrix(
     interrupted run over the same inputs and settings) are skipped.
     """
     settings = settings or TileSettings()
-    kind, _ = parse_redux(redux)
+    redux = Redux.parse(redux)
     zq_t = torch.as_tensor(np.asarray(zq))
     zc_t = torch.as_tensor(np.asarray(zc))
     mq_t = torch.as_tensor(np.asarray(mask_q, dtype=bool))
@@ -195,14 +146,14 @@ def compute_distance_matrix(
     same_tracks = n_q == n_c and list(map(str, query_track)) == list(map(str, candidate_track))
     same_inputs = same_tracks and zq_t.shape == zc_t.shape and bool(torch.equal(zq_t, zc_t)) and bool(torch.equal(mq_t, mc_t))
     if symmetric is None:
-        symmetric = same_inputs and kind in SYMMETRIC_KINDS
-    elif symmetric and not (same_inputs and kind in SYMMETRIC_KINDS):
+        symmetric = same_inputs and redux.symmetric
+    elif symmetric and not (same_inputs and redux.symmetric):
         raise ClewsError(f"distance matrix: symmetric mode needs identical queries and candidates and a symmetric reduction, not {redux}")
     barrier = barrier or (lambda: None)
     tile = int(settings.tile)
     path = Path(path)
     attrs = {
-        "redux": redux,
+        "redux": redux.name,
         "tile": tile,
         "symmetric": bool(symmetric),
         "fingerprint": fingerprint(

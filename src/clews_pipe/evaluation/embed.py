@@ -93,7 +93,7 @@ def embed_store(ckpt, store_path, split: str, out_file, settings: EmbedSettings,
     """Compute (on every rank, each its share) and return the merged embeddings of ``split``."""
     from clews_pipe.evaluation.protocols import RankContext
     from clews_pipe.features.store import open_store
-    from clews_pipe.training.checkpoint import load_model
+    from clews_pipe.model.checkpoint import load_model
 
     ctx = ctx or RankContext()
     out_file = Path(out_file)

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from clews_pipe.errors import ClewsError
-from clews_pipe.evaluation.metrics import query_metrics, self_columns, summarize
+from clews_pipe.retrieval.metrics import query_metrics, self_columns, summarize
 from clews_pipe.evaluation.wealy import LabelledMatrix, load_matrix
 
 
@@ -46,7 +46,7 @@ def fuse(path_a, path_b, alphas, out_csv, block_rows: int = 2048) -> list[dict]:
             query_metrics(fused[s : s + block_rows], a.query_clique[s : s + block_rows], a.candidate_clique, own[s : s + block_rows])
             for s in range(0, fused.shape[0], block_rows)
         ]
-        from clews_pipe.evaluation.metrics import QueryMetrics
+        from clews_pipe.retrieval.metrics import QueryMetrics
 
         summary = summarize(QueryMetrics.concat(parts), redux=str(a.metadata.get("redux", "")), level="fused")
         rows.append({"alpha": float(alpha), **{k: summary[k] for k in ("MAP", "MR1", "NAR", "MAP_ci", "MR1_ci", "NAR_ci", "queries", "skipped")}})

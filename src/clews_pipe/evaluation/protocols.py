@@ -19,8 +19,8 @@ import numpy as np
 from clews_pipe.errors import ClewsError
 from clews_pipe.evaluation.distances import TileSettings, compute_distance_matrix, open_distances
 from clews_pipe.evaluation.embeddings import Embeddings, tau_key
-from clews_pipe.evaluation.metrics import QueryMetrics, markdown_table, query_metrics, self_columns, summarize
-from clews_pipe.evaluation.reductions import parse_redux
+from clews_pipe.retrieval.metrics import QueryMetrics, markdown_table, query_metrics, self_columns, summarize
+from clews_pipe.retrieval.redux import Redux
 
 DEFAULT_TAUS = (5.0, 10.0, 20.0, 30.0, 40.0, 60.0, 90.0)
 SEGMENT_REDUX = "min"
@@ -62,12 +62,12 @@ def _write_report(out_dir: Path, summary: dict) -> None:
 
 
 def evaluate_track_level(
-    emb: Embeddings, out_dir: str | Path, redux: str = "bpwr-10", ctx: RankContext | None = None,
+    emb: Embeddings, out_dir: str | Path, redux: "Redux | str" = "bpwr-10", ctx: RankContext | None = None,
     settings: TileSettings | None = None, progress: bool = True, on_tile=None,
 ) -> dict | None:
     """Track-level protocol; returns the metrics summary on rank 0 (None elsewhere)."""
     ctx = ctx or RankContext()
-    parse_redux(redux)
+    redux = Redux.parse(redux)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     zq, mq = emb.track_queries if emb.track_queries is not None else (emb.z, emb.mask)

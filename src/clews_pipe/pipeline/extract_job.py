@@ -58,7 +58,7 @@ def warm_worker(cqt_params: dict, impl: str = "trimmed") -> None:
     """Import the decoding/store stack and build this worker's extractor ahead of the first part
     (``client.run(warm_worker, ...)``; benchmarks use it to time the steady state)."""
     import clews_pipe.features.store  # noqa: F401
-    import clews_pipe.pipeline.audio  # noqa: F401
+    import clews_pipe.audio.decode  # noqa: F401
 
     worker_extractor(tuple(sorted(cqt_params.items())), impl)
 
@@ -79,7 +79,7 @@ def _one_line(exc: BaseException) -> str:
 
 def extract_track(record: dict, extractor, samplerate: int, max_seconds: float) -> tuple[dict, Optional[np.ndarray]]:
     """Decode + CQT one track. Returns its store record (status ok/truncated/failed) and features."""
-    from clews_pipe.pipeline.audio import AudioDecodeError, decode_audio
+    from clews_pipe.audio.decode import AudioDecodeError, decode_audio
 
     out = {key: str(record.get(key, "")) for key in RECORD_FIELDS}
     out.update(duration=0.0, status="failed", error="")

@@ -108,8 +108,8 @@ def _train_on_rank(fabric, conf: DictConfig, out: Path) -> list[dict]:
     from clews_pipe.features.augment import CQAugment
     from clews_pipe.features.dataset import make_train_loader
     from clews_pipe.features.store import open_store
-    from clews_pipe.training.checkpoint import load_checkpoint, save_checkpoint
-    from clews_pipe.training.model import CLEWS
+    from clews_pipe.model.checkpoint import load_checkpoint, save_checkpoint
+    from clews_pipe.model.network import CLEWS
     from clews_pipe.training.validate import validate
 
     tconf = conf.training

@@ -1,8 +1,8 @@
 """The CLEWS training loss (FACTS.md), in its numerically friendly form.
 
 Segment distances are the normalised squared Euclidean distances of
-:func:`clews_pipe.evaluation.reductions.segment_distances`; each track pair's (S, S) matrix is
-reduced with :func:`~clews_pipe.evaluation.reductions.reduce_distances` (positives ``bpwr-5``,
+:func:`clews_pipe.retrieval.segment_distances.segment_distances`; each track pair's (S, S) matrix is
+reduced with :func:`~clews_pipe.retrieval.reductions.reduce_distances` (positives ``bpwr-5``,
 negatives ``min``) — the same implementation evaluation uses.
 
     align   = mean over positive pairs of d_pos
@@ -23,7 +23,9 @@ import math
 
 import torch
 
-from clews_pipe.evaluation.reductions import cross_segment_distances, reduce_distances
+from clews_pipe.retrieval.reductions import reduce_distances
+from clews_pipe.retrieval.redux import Redux
+from clews_pipe.retrieval.segment_distances import cross_segment_distances
 
 
 def pair_masks(clique: torch.Tensor, track: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -38,8 +40,8 @@ def clews_loss(
     clique: torch.Tensor,
     track: torch.Tensor,
     *,
-    pos_redux: str = "bpwr-5",
-    neg_redux: str = "min",
+    pos_redux: Redux | str = "bpwr-5",
+    neg_redux: Redux | str = "min",
     gamma: float = 5.0,
     epsilon: float = 1e-6,
     b: float = 10.0,

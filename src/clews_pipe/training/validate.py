@@ -18,8 +18,8 @@ from omegaconf import DictConfig
 
 @torch.no_grad()
 def validate(fabric, model, loader, conf: DictConfig) -> dict:
-    from clews_pipe.evaluation.distances import tile_distances
-    from clews_pipe.evaluation.metrics import query_metrics
+    from clews_pipe.retrieval.tiles import tile_distances
+    from clews_pipe.retrieval.metrics import query_metrics
     from clews_pipe.training.loss import loss_from_config
 
     n_per_class = int(conf.data.n_per_class)

@@ -17,6 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from clews_pipe.config import load_config
 from clews_pipe.errors import ClewsError
+from clews_pipe.retrieval.redux import Redux
 
 MONITORS = ("nar_map", "map")
 
@@ -224,12 +225,10 @@ def validate_train_config(conf: DictConfig, where: str = "config", require_store
     _check(t.grad_clip >= 0, where, "training.grad_clip", t.grad_clip, "must be >= 0 (0 = off)")
     _check(f.precision in ("32", "32-true", "16-mixed", "bf16-mixed", "64", "64-true"), where,
            "fabric.precision", f.precision, "expected 32, 16-mixed or bf16-mixed")
-    from clews_pipe.evaluation.reductions import parse_redux  # one parser for loss and evaluation
-
     for key, name in (("model.loss.redux.pos", m.loss.redux.pos), ("model.loss.redux.neg", m.loss.redux.neg),
                       ("eval.redux", e.redux)):
         try:
-            parse_redux(name)
+            Redux.parse(name)
         except ClewsError as exc:
             raise ClewsError(f"{where}: config key '{key}': {exc}") from None
 

@@ -32,96 +32,10 @@ lowest (row, column), exactly as the textbook greedy loop ``min((value, row, col
 
 from __future__ import annotations
 
-import re
-
 import torch
 
 from clews_pipe.errors import ClewsError
-
-REDUCTIONS: tuple[str, ...] = ("min", "max", "mean", "meanmin", "minmean", "best-<r>", "bpwr-<r>")
-
-_PLAIN = ("min", "max", "mean", "meanmin", "minmean")
-_WITH_R = re.compile(r"^(best|bpwr)-(-?\d+)$")
-
-
-def parse_redux(name: str) -> tuple[str, int | None]:
-    """``"bpwr-10"`` → ``("bpwr", 10)``, ``"meanmin"`` → ``("meanmin", None)``.
-
-    Unknown names and ``r < 1`` raise :class:`ClewsError` (one line).
-    """
-    text = str(name).strip().lower()
-    if text in _PLAIN:
-        return text, None
-    match = _WITH_R.match(text)
-    if match is None:
-        raise ClewsError(
-            f"unknown reduction {name!r}: expected one of min, max, mean, meanmin, minmean, best-<r>, bpwr-<r>"
-        )
-    r = int(match.group(2))
-    if r < 1:
-        raise ClewsError(f"reduction {name!r}: r must be >= 1, got {r}")
-    return match.group(1), r
-
-
-def segment_distances(zq: torch.Tensor, zc: torch.Tensor) -> torch.Tensor:
-    """Normalised squared Euclidean distance ``||q - c||^2 / D`` between segment embeddings.
-
-    ``zq (..., u, D)``, ``zc (..., v, D)`` (leading dims broadcast) → ``(..., u, v)``, computed by the
-    matmul expansion ``|q|^2 + |c|^2 - 2 q.c`` and clamped at 0. No L2 normalisation of the vectors.
-    """
-    if zq.shape[-1] != zc.shape[-1]:
-        raise ClewsError(f"segment_distances: embedding sizes differ ({zq.shape[-1]} vs {zc.shape[-1]})")
-    dim = zq.shape[-1]
-    sq_q = zq.pow(2).sum(-1).unsqueeze(-1)  # (..., u, 1)
-    sq_c = zc.pow(2).sum(-1).unsqueeze(-2)  # (..., 1, v)
-    dot = torch.matmul(zq, zc.transpose(-1, -2))
-    return (sq_q + sq_c - 2.0 * dot).clamp_min(0.0) / dim
-
-
-def cross_segment_distances(
-    zq: torch.Tensor, zc: torch.Tensor, mask_q: torch.Tensor | None = None, mask_c: torch.Tensor | None = None,
-) -> torch.Tensor:
-    """All query tracks against all candidate tracks in one matmul.
-
-    ``zq (Q, u, D)``, ``zc (C, v, D)`` → ``(Q, C, u, v)`` (a permuted view of the matmul output);
-    same values as ``segment_distances(zq[:, None], zc[None])`` without materialising the broadcast
-    inputs. Optional padding masks ``(Q, u)`` / ``(C, v)`` make every distance involving a padded
-    segment ``+inf`` at no extra cost (folded into the squared norms); the ``min`` and ``bpwr``
-    reductions read ``+inf`` as excluded.
-    """
-    if zq.ndim != 3 or zc.ndim != 3 or zq.shape[-1] != zc.shape[-1]:
-        raise ClewsError(
-            f"cross_segment_distances: expected (Q,u,D) and (C,v,D), got {tuple(zq.shape)} and {tuple(zc.shape)}"
-        )
-    n_q, u, dim = zq.shape
-    n_c, v, _ = zc.shape
-    flat_q = zq.reshape(n_q * u, dim)
-    flat_c = zc.reshape(n_c * v, dim)
-    sq_q = flat_q.pow(2).sum(-1, keepdim=True)
-    sq_c = flat_c.pow(2).sum(-1, keepdim=True)
-    if mask_q is not None:
-        sq_q = sq_q.masked_fill(mask_q.reshape(-1, 1), float("inf"))
-    if mask_c is not None:
-        sq_c = sq_c.masked_fill(mask_c.reshape(-1, 1), float("inf"))
-    # one matmul of augmented vectors: [-2q, |q|^2, 1] . [c, 1, |c|^2] / D = |q - c|^2 / D
-    ones_q = torch.ones_like(sq_q)
-    ones_c = torch.ones_like(sq_c)
-    aug_q = torch.cat([flat_q * (-2.0 / dim), sq_q / dim, ones_q / dim], dim=1)
-    aug_c = torch.cat([flat_c, ones_c, sq_c], dim=1)
-    dist = aug_q @ aug_c.t()
-    dist = dist.clamp_min(0.0) if dist.requires_grad else dist.clamp_min_(0.0)
-    return dist.view(n_q, u, n_c, v).permute(0, 2, 1, 3)
-
-
-def pair_mask(mask_q: torch.Tensor | None, mask_c: torch.Tensor | None) -> torch.Tensor | None:
-    """Padding masks ``(Q, u)`` and ``(C, v)`` (True = padding) → a mask broadcastable to ``(Q, C, u, v)``."""
-    if mask_q is None and mask_c is None:
-        return None
-    if mask_c is None:
-        return mask_q[:, None, :, None]
-    if mask_q is None:
-        return mask_c[None, :, None, :]
-    return mask_q[:, None, :, None] | mask_c[None, :, None, :]
+from clews_pipe.retrieval.redux import Redux
 
 
 def _masked_fill(d: torch.Tensor, excluded: torch.Tensor | None, value: float) -> torch.Tensor:
@@ -137,13 +51,14 @@ def _safe_divide(num: torch.Tensor, count: torch.Tensor) -> torch.Tensor:
     return torch.where(empty, torch.full((), float("inf"), dtype=num.dtype, device=num.device), out)
 
 
-def reduce_distances(d: torch.Tensor, redux: str, mask: torch.Tensor | None = None) -> torch.Tensor:
+def reduce_distances(d: torch.Tensor, redux: Redux | str, mask: torch.Tensor | None = None) -> torch.Tensor:
     """Reduce segment distances ``d (..., u, v)`` to one distance per pair ``(...,)``.
 
     ``mask`` is bool, broadcastable to ``d``, True = excluded (padding). Pairs with no valid entry
     give ``+inf``. Differentiable w.r.t. ``d``.
     """
-    kind, r = parse_redux(redux)
+    redux = Redux.parse(redux)
+    kind, r = redux.kind, redux.r
     if d.ndim < 2:
         raise ClewsError(f"reduce_distances: expected (..., u, v) distances, got shape {tuple(d.shape)}")
     if mask is not None:
@@ -184,7 +99,7 @@ def reduce_distances(d: torch.Tensor, redux: str, mask: torch.Tensor | None = No
         total = torch.where(taken, smallest, torch.zeros((), dtype=d.dtype, device=d.device)).sum(-1)
         return _safe_divide(total, taken.sum(-1))
     if not d.requires_grad and d.device.type == "cpu" and d.dtype in (torch.float32, torch.float64) and _use_kernel():
-        from clews_pipe.evaluation.bpwr_kernel import bpwr_cpu
+        from clews_pipe.retrieval.bpwr_kernel import bpwr_cpu
 
         return bpwr_cpu(_masked_fill(d, mask, float("inf")), r)
     return _bpwr(d, mask, r)
@@ -196,7 +111,7 @@ USE_COMPILED_BPWR = True  # CPU inference uses the numba kernel when numba is in
 def _use_kernel() -> bool:
     if not USE_COMPILED_BPWR:
         return False
-    from clews_pipe.evaluation.bpwr_kernel import available
+    from clews_pipe.retrieval.bpwr_kernel import available
 
     return available()
 

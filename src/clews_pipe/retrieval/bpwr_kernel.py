@@ -1,6 +1,6 @@
 """Compiled (numba) best-pairs-without-replacement for CPU inference.
 
-The same algorithm as :func:`clews_pipe.evaluation.reductions._bpwr` (cached row minima; a
+The same algorithm as :func:`clews_pipe.retrieval.reductions._bpwr` (cached row minima; a
 round takes the smallest, retires its row and column and rescans only the rows whose minimum
 sat in that column; ties go to the lowest (row, column)), written as a per-pair loop and run in
 parallel over pairs. Used by ``reduce_distances`` when no gradient is needed and the distances

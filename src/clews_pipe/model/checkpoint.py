@@ -112,7 +112,7 @@ def load_checkpoint(path: str | Path, trust: bool = False) -> dict:
 def checkpoint_config(payload: dict, where: str = "checkpoint", config_yaml: str | Path | None = None) -> DictConfig:
     """The full TrainConfig of a loaded checkpoint (ours: ``config``; published: ``conf`` or a
     ``configuration.yaml``: its ``model:`` section and ``data.samplerate`` over our defaults)."""
-    from clews_pipe.training.config import load_train_config, train_config_from_model_section
+    from clews_pipe.model.run_config import load_train_config, train_config_from_model_section
 
     if config_yaml is None and "config" in payload:
         return load_train_config(base=dict(payload["config"]))
@@ -137,7 +137,7 @@ def checkpoint_config(payload: dict, where: str = "checkpoint", config_yaml: str
 
 
 def _build_loaded_model(state_dict: dict, conf: DictConfig, where: str):
-    from clews_pipe.training.model import CLEWS
+    from clews_pipe.model.network import CLEWS
 
     model = CLEWS(conf.model, samplerate=int(conf.data.samplerate))
     try:
@@ -170,7 +170,7 @@ def import_official(
     conf = checkpoint_config(payload, where=str(ckpt_path), config_yaml=config_yaml)
     state = {k: v for k, v in payload["model"].items()}
     _build_loaded_model(state, conf, str(ckpt_path))
-    from clews_pipe.training.config import to_plain_dict
+    from clews_pipe.model.run_config import to_plain_dict
 
     metrics = {}
     if "cost_best" in payload:

@@ -15,7 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from clews_pipe.features.cqt import CQTParams, build_cqt
-from clews_pipe.training.layers import GeM, CQTPrepare, ResBlock
+from clews_pipe.model.layers import GeM, CQTPrepare, ResBlock
 
 
 def _as_conf(model_conf: Any) -> DictConfig:

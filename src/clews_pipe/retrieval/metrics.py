@@ -114,7 +114,7 @@ def mean_ci(values: np.ndarray) -> tuple[float, float]:
     return mean, float(1.96 * values.std(ddof=1) / math.sqrt(values.size))
 
 
-def summarize(per_query: QueryMetrics, redux: str, level: str) -> dict:
+def summarize(per_query: QueryMetrics, redux, level: str) -> dict:
     """The ``metrics.json`` dictionary."""
     ok = per_query.evaluated
     map_, map_ci = mean_ci(per_query.ap[ok])
@@ -131,7 +131,7 @@ def summarize(per_query: QueryMetrics, redux: str, level: str) -> dict:
         "queries": int(ok.sum()),
         "skipped": int((~ok).sum()),
         "MAP_chance": chance,
-        "redux": redux,
+        "redux": str(redux),
         "level": level,
     }
 

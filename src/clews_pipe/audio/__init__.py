@@ -1,0 +1,1 @@
+"""Audio decoding (PyAV + soxr) shared by extraction and embedding of audio files."""

@@ -1,0 +1,1 @@
+"""The CLEWS model: network, layers, its run configuration schema and checkpoints (used by training and evaluation)."""
