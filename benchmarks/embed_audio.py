@@ -11,13 +11,14 @@ per wall second, segments/s (20 s windows every 5 s), and the same run's decode-
 from __future__ import annotations
 
 import argparse
+import os
 import json
 import shutil
 import tempfile
 import time
 from pathlib import Path
 
-FIXTURE = Path("/work/shared/fixtures/official-clews-tiny")
+FIXTURE = Path(os.environ.get("CLEWS_TEST_FIXTURES", Path(__file__).resolve().parents[2] / "shared" / "fixtures")) / "official-clews-tiny"
 
 
 def main() -> None:

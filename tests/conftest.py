@@ -12,9 +12,43 @@ ogg and wav. The fixture value is the generator's summary dict (keys ``root``, `
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def shared_fixtures_root() -> Path:
+    """``$CLEWS_TEST_FIXTURES``, else ``../shared/fixtures`` next to the repository root."""
+    env = os.environ.get("CLEWS_TEST_FIXTURES")
+    return Path(env) if env else REPO_ROOT.parent / "shared" / "fixtures"
+
+
+def _shared_fixture(name: str) -> Path:
+    """The shared fixture folder ``name``; a missing one skips the test naming it, or fails it
+    when ``CLEWS_REQUIRE_FIXTURES=1`` (``.ci/run`` sets that whenever the fixtures exist)."""
+    path = shared_fixtures_root() / name
+    if not path.is_dir():
+        message = f"shared fixture {name} not found at {path} (set CLEWS_TEST_FIXTURES)"
+        if os.environ.get("CLEWS_REQUIRE_FIXTURES") == "1":
+            pytest.fail(message)
+        pytest.skip(message)
+    return path
+
+
+@pytest.fixture(scope="session")
+def official_tiny() -> Path:
+    """``official-clews-tiny``: a small checkpoint saved by the published code, with its CQT,
+    embeddings and loss on fixed inputs."""
+    return _shared_fixture("official-clews-tiny")
+
+
+@pytest.fixture(scope="session")
+def official_eval() -> Path:
+    """``official-clews-eval``: embeddings and what the published evaluation computes on them."""
+    return _shared_fixture("official-clews-eval")
 
 DEMO_CORPUS_ARGS = dict(
     cliques=8,

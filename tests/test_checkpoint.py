@@ -11,13 +11,10 @@ from omegaconf import DictConfig
 from clews_pipe.errors import ClewsError
 from clews_pipe.model.checkpoint import import_official, load_checkpoint, load_model, save_checkpoint
 
-FIXTURE = Path("/work/shared/fixtures/official-clews-tiny")
-OFFICIAL = FIXTURE / "checkpoint_best.ckpt"
-needs_fixture = pytest.mark.skipif(not FIXTURE.is_dir(), reason="official CLEWS fixture not on this machine")
 
 
-@needs_fixture
-def test_official_checkpoint_needs_our_safe_set():
+def test_official_checkpoint_needs_our_safe_set(official_tiny):
+    OFFICIAL = official_tiny / "checkpoint_best.ckpt"
     with pytest.raises(Exception):
         torch.load(OFFICIAL, map_location="cpu", weights_only=True)
     payload = load_checkpoint(OFFICIAL)
@@ -61,8 +58,9 @@ def test_save_is_atomic_and_leaves_no_temporaries(tmp_path):
     assert torch.load(path, weights_only=True)["epoch"] == 2
 
 
-@needs_fixture
-def test_import_official_and_load_model(tmp_path):
+def test_import_official_and_load_model(official_tiny, tmp_path):
+    FIXTURE = official_tiny
+    OFFICIAL = official_tiny / "checkpoint_best.ckpt"
     out = tmp_path / "imported.ckpt"
     import_official(OFFICIAL, FIXTURE / "configuration.yaml", out)
     payload = torch.load(out, map_location="cpu", weights_only=True)  # plain weights-only: no OmegaConf inside
@@ -80,8 +78,9 @@ def test_import_official_and_load_model(tmp_path):
         assert np.abs(got - expected).max() <= 1e-4 * np.abs(expected).max()
 
 
-@needs_fixture
-def test_weights_that_do_not_fit_the_config(tmp_path):
+def test_weights_that_do_not_fit_the_config(official_tiny, tmp_path):
+    FIXTURE = official_tiny
+    OFFICIAL = official_tiny / "checkpoint_best.ckpt"
     payload = load_checkpoint(OFFICIAL)
     conf_path = tmp_path / "configuration.yaml"
     conf_path.write_text((FIXTURE / "configuration.yaml").read_text().replace("zdim: 48", "zdim: 64"))

@@ -11,13 +11,11 @@ from clews_pipe.cli.app import main
 from clews_pipe.model.checkpoint import OFFICIAL_SAFE_GLOBALS, load_model
 from clews_pipe.model.network import CLEWS
 
-FIXTURE = Path("/work/shared/fixtures/official-clews-tiny")
-OFFICIAL = FIXTURE / "checkpoint_best.ckpt"
-CONFIG = FIXTURE / "configuration.yaml"
-pytestmark = pytest.mark.skipif(not FIXTURE.is_dir(), reason="official CLEWS fixture not on this machine")
 
 
-def test_import_through_cli_loads_strictly_without_trust(tmp_path, capsys):
+def test_import_through_cli_loads_strictly_without_trust(official_tiny, tmp_path, capsys):
+    OFFICIAL = official_tiny / "checkpoint_best.ckpt"
+    CONFIG = official_tiny / "configuration.yaml"
     out = tmp_path / "ours.ckpt"
     assert main(["checkpoint", "import", str(OFFICIAL), "--config", str(CONFIG), "--out", str(out)]) == 0
     assert "zdim 48" in capsys.readouterr().out
@@ -36,13 +34,14 @@ def test_import_through_cli_loads_strictly_without_trust(tmp_path, capsys):
     assert conf.model.shingling.len == 20 and not loaded.training
 
 
-def test_import_without_config_uses_checkpoint_conf(tmp_path):
+def test_import_without_config_uses_checkpoint_conf(official_tiny, tmp_path):
+    OFFICIAL = official_tiny / "checkpoint_best.ckpt"
     out = tmp_path / "ours.ckpt"
     assert main(["checkpoint", "import", str(OFFICIAL), "--out", str(out)]) == 0
     assert torch.load(out, weights_only=True)["config"]["model"]["zdim"] == 48
 
 
-def _official_with_extra(tmp_path) -> Path:
+def _official_with_extra(tmp_path, OFFICIAL) -> Path:
     with torch.serialization.safe_globals(OFFICIAL_SAFE_GLOBALS):
         payload = torch.load(OFFICIAL, map_location="cpu", weights_only=True)
     payload["extra"] = fractions.Fraction(1, 3)  # a class outside the safe set
@@ -51,8 +50,10 @@ def _official_with_extra(tmp_path) -> Path:
     return path
 
 
-def test_class_outside_safe_set_needs_trust(tmp_path, capsys):
-    odd = _official_with_extra(tmp_path)
+def test_class_outside_safe_set_needs_trust(official_tiny, tmp_path, capsys):
+    OFFICIAL = official_tiny / "checkpoint_best.ckpt"
+    CONFIG = official_tiny / "configuration.yaml"
+    odd = _official_with_extra(tmp_path, OFFICIAL)
     out = tmp_path / "ours.ckpt"
     code = main(["checkpoint", "import", str(odd), "--config", str(CONFIG), "--out", str(out)])
     err = capsys.readouterr().err.strip()
@@ -63,7 +64,9 @@ def test_class_outside_safe_set_needs_trust(tmp_path, capsys):
     assert out.is_file()
 
 
-def test_missing_file_and_mismatched_config(tmp_path, capsys):
+def test_missing_file_and_mismatched_config(official_tiny, tmp_path, capsys):
+    OFFICIAL = official_tiny / "checkpoint_best.ckpt"
+    CONFIG = official_tiny / "configuration.yaml"
     assert main(["checkpoint", "import", str(tmp_path / "nope.ckpt"), "--out", str(tmp_path / "o.ckpt")]) == 2
     assert "not found" in capsys.readouterr().err
     bad = tmp_path / "configuration.yaml"

@@ -9,7 +9,6 @@ import torch
 
 from clews_pipe.training.loss import clews_loss, pair_masks
 
-FIXTURE = Path("/work/shared/fixtures/official-clews-tiny")
 
 
 def _brute_bpwr(matrix, r):
@@ -92,8 +91,8 @@ def test_loss_is_differentiable_and_pulls_positives_together():
     assert clews_loss(stepped, clique, track)[0] < loss
 
 
-@pytest.mark.skipif(not FIXTURE.is_dir(), reason="official CLEWS fixture not on this machine")
-def test_loss_matches_published_batch():
+def test_loss_matches_published_batch(official_tiny):
+    FIXTURE = official_tiny
     batch = np.load(FIXTURE / "loss.npz")
     loss, align, uniform = clews_loss(
         torch.from_numpy(batch["z"]), torch.from_numpy(batch["clique"]), torch.from_numpy(batch["track"])

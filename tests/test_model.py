@@ -12,13 +12,12 @@ from clews_pipe.model.run_config import load_train_config
 from clews_pipe.model.layers import GeM, IBN, mid_channels
 from clews_pipe.model.network import CLEWS, count_parameters, shingle
 
-FIXTURE = Path("/work/shared/fixtures/official-clews-tiny")
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
-needs_fixture = pytest.mark.skipif(not FIXTURE.is_dir(), reason="official CLEWS fixture not on this machine")
 
 
 @pytest.fixture(scope="module")
-def official_model():
+def official_model(official_tiny):
+    FIXTURE = official_tiny
     conf = OmegaConf.load(FIXTURE / "configuration.yaml")
     model = CLEWS(conf.model, samplerate=conf.data.samplerate)
     payload = torch.load(FIXTURE / "checkpoint_best.ckpt", map_location="cpu", weights_only=False)
@@ -26,8 +25,8 @@ def official_model():
     return model.eval()
 
 
-@needs_fixture
-def test_prepare_matches_published(official_model):
+def test_prepare_matches_published(official_tiny, official_model):
+    FIXTURE = official_tiny
     wave = torch.from_numpy(np.load(FIXTURE / "waveform16k.npy")).reshape(1, -1)
     expected = np.load(FIXTURE / "prepared.npy")
     got = official_model.prepare(wave, shingle_len=20, shingle_hop=5)[0].numpy()
@@ -35,8 +34,8 @@ def test_prepare_matches_published(official_model):
     assert np.abs(got - expected).max() <= 1e-5 * np.abs(expected).max()
 
 
-@needs_fixture
-def test_embedding_matches_published(official_model):
+def test_embedding_matches_published(official_tiny, official_model):
+    FIXTURE = official_tiny
     prepared = torch.from_numpy(np.load(FIXTURE / "prepared.npy"))[None]
     expected = np.load(FIXTURE / "embedding.npy")
     with torch.no_grad():

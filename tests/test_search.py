@@ -11,7 +11,6 @@ from clews_pipe.evaluation.audio_embed import FileEmbedding, save_file_embedding
 from clews_pipe.evaluation.embeddings import Embeddings, save_embeddings
 from clews_pipe.evaluation.segment_index import build_segment_index, load_segment_index, mapping_path, search_tracks
 
-FIXTURE = Path("/work/shared/fixtures/official-clews-tiny")
 HOP = 5.0
 
 
@@ -145,8 +144,8 @@ def test_bad_inputs_are_one_line_errors(tmp_path, capsys):
     assert main(["index", "build", str(tmp_path / "nothing.npz"), "--out", str(index)]) == 2
 
 
-@pytest.mark.skipif(not FIXTURE.is_dir(), reason="official CLEWS fixture not on this machine")
-def test_audio_query_with_checkpoint_finds_itself(tmp_path, capsys):
+def test_audio_query_with_checkpoint_finds_itself(official_tiny, tmp_path, capsys):
+    FIXTURE = official_tiny
     rng = np.random.default_rng(7)
     folder = tmp_path / "emb"
     expected = np.load(FIXTURE / "embedding.npy")  # the published embeddings of input.flac
