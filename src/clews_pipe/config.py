@@ -13,13 +13,13 @@ from typing import Any, Sequence, TypeVar
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from clews_pipe.errors import ClewsError
+from clews_pipe.errors import ClewsError, first_line
 
 T = TypeVar("T")
 
 
 def _one_line(exc: OmegaConfBaseException, where: str) -> str:
-    msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    msg = first_line(exc)
     key = getattr(exc, "full_key", None)
     if key:
         return f"{where}: config key '{key}': {msg}"
@@ -34,8 +34,7 @@ def read_yaml(path: str | Path) -> Any:
     try:
         return OmegaConf.load(p)
     except Exception as exc:  # yaml errors come in many types
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ClewsError(f"{p}: not a readable YAML config ({first})") from None
+        raise ClewsError(f"{p}: not a readable YAML config ({first_line(exc)})") from None
 
 
 def load_config(

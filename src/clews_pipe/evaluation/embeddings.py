@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from clews_pipe.atomic import atomic_path
 from clews_pipe.errors import ClewsError
 
 
@@ -48,10 +49,8 @@ def tau_key(tau: float) -> str:
 def write_npz_atomically(path: str | Path, arrays: dict) -> Path:
     """``np.savez`` (uncompressed) under a temporary name in the same folder, then rename."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.npz")
-    np.savez(tmp, **arrays)
-    tmp.replace(path)
+    with atomic_path(path, suffix=".npz") as tmp:
+        np.savez(tmp, **arrays)
     return path
 
 

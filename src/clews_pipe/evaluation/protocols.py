@@ -8,7 +8,6 @@ segment pair). Each run writes ``distances.zarr``, ``metrics.json`` and ``metric
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,6 +15,7 @@ from typing import Callable
 
 import numpy as np
 
+from clews_pipe.atomic import write_json_atomic, write_text_atomic
 from clews_pipe.errors import ClewsError
 from clews_pipe.evaluation.distances import TileSettings, compute_distance_matrix, open_distances
 from clews_pipe.evaluation.embeddings import Embeddings, tau_key
@@ -57,8 +57,8 @@ def matrix_metrics(path: str | Path, redux: str, level: str, block_rows: int = 1
 
 
 def _write_report(out_dir: Path, summary: dict) -> None:
-    (out_dir / "metrics.json").write_text(json.dumps(summary, indent=2) + "\n")
-    (out_dir / "metrics.md").write_text(markdown_table([summary]))
+    write_json_atomic(out_dir / "metrics.json", summary)
+    write_text_atomic(out_dir / "metrics.md", markdown_table([summary]))
 
 
 def evaluate_track_level(
@@ -118,8 +118,8 @@ def evaluate_segment_level(
     if ctx.rank != 0:
         return None
     result = {"level": "segment", "redux": SEGMENT_REDUX, "per_tau": rows}
-    (out_dir / "metrics.json").write_text(json.dumps(result, indent=2) + "\n")
-    (out_dir / "metrics.md").write_text(markdown_table(rows, first_column="tau"))
+    write_json_atomic(out_dir / "metrics.json", result)
+    write_text_atomic(out_dir / "metrics.md", markdown_table(rows, first_column="tau"))
     from clews_pipe.evaluation.plots import plot_segment_level
 
     plot_segment_level(rows, out_dir / "segment_level.png")

@@ -28,7 +28,8 @@ from typing import Iterable
 
 import numpy as np
 
-from clews_pipe.errors import ClewsError
+from clews_pipe.atomic import atomic_path
+from clews_pipe.errors import ClewsError, first_line
 
 MAPPING_SUFFIX = ".segments.npz"
 
@@ -117,12 +118,10 @@ def build_segment_index(source: str | Path, out: str | Path, hop: float = 5.0) -
     index.add(vectors)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp_index = out.with_name(f".{out.name}.tmp")
-    faiss.write_index(index, str(tmp_index))
-    tmp_map = out.with_name(f".{out.name}.tmp{MAPPING_SUFFIX}")
-    np.savez(tmp_map, tracks=tracks, segment_track=segment_track, segment_start=segment_start)
-    tmp_map.replace(mapping_path(out))
-    tmp_index.replace(out)
+    with atomic_path(mapping_path(out), suffix=".npz") as tmp_map:
+        np.savez(tmp_map, tracks=tracks, segment_track=segment_track, segment_start=segment_start)
+    with atomic_path(out) as tmp_index:
+        faiss.write_index(index, str(tmp_index))
     return SegmentIndex(index=index, tracks=tracks, segment_track=segment_track, segment_start=segment_start)
 
 
@@ -138,7 +137,7 @@ def load_segment_index(path: str | Path) -> SegmentIndex:
     try:
         index = faiss.read_index(str(path))
     except RuntimeError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else "unreadable"
+        first = first_line(exc, "unreadable")
         raise ClewsError(f"{path}: not a FAISS index ({first})") from None
     try:
         data = np.load(mpath, allow_pickle=False)

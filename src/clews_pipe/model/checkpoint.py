@@ -16,10 +16,8 @@ need (:data:`OFFICIAL_SAFE_GLOBALS`) and nothing else unless ``trust=True``.
 from __future__ import annotations
 
 import collections
-import os
 import pickle
 import re
-import tempfile
 import typing
 from pathlib import Path
 from typing import Any
@@ -29,7 +27,8 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.base import ContainerMetadata, Metadata
 from omegaconf.nodes import AnyNode
 
-from clews_pipe.errors import ClewsError
+from clews_pipe.atomic import atomic_path
+from clews_pipe.errors import ClewsError, first_line
 
 #: What a published checkpoint's pickle needs beyond torch's default weights-only set.
 OFFICIAL_SAFE_GLOBALS: list[Any] = [
@@ -54,22 +53,10 @@ def save_checkpoint(path: str | Path, payload: dict) -> None:
         raise TypeError(f"checkpoint payload must be a dict, got {type(payload).__name__}")
     path = Path(path)
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        with atomic_path(path) as tmp:
+            torch.save(payload, tmp)
     except OSError as exc:
         raise ClewsError(f"{path}: cannot write checkpoint ({exc.strerror or exc})") from None
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            torch.save(payload, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        try:
-            os.unlink(tmp_name)
-        except FileNotFoundError:
-            pass
-        raise
 
 
 def _refused_global(message: str) -> str | None:
@@ -98,12 +85,10 @@ def load_checkpoint(path: str | Path, trust: bool = False) -> dict:
     except pickle.UnpicklingError as exc:
         refused = _refused_global(str(exc))
         if refused is None:
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise ClewsError(f"{path}: not a loadable checkpoint ({first})") from None
+            raise ClewsError(f"{path}: not a loadable checkpoint ({first_line(exc)})") from None
         raise ClewsError(f"{path}: checkpoint contains {refused}, outside the safe set; {TRUST_HINT}") from None
     except Exception as exc:  # garbage bytes fail in many ways inside the unpickler
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ClewsError(f"{path}: not a readable checkpoint ({first})") from None
+        raise ClewsError(f"{path}: not a readable checkpoint ({first_line(exc)})") from None
     if not isinstance(payload, dict) or "model" not in payload:
         raise ClewsError(f"{path}: not a CLEWS checkpoint (expected a dict with a 'model' state dict)")
     return payload
@@ -144,7 +129,7 @@ def _build_loaded_model(state_dict: dict, conf: DictConfig, where: str):
         result = model.load_state_dict(state_dict, strict=False)
     except RuntimeError as exc:  # shape mismatches
         detail = [line.strip() for line in str(exc).splitlines() if "size mismatch" in line]
-        first = detail[0] if detail else str(exc).strip().splitlines()[0]
+        first = detail[0] if detail else first_line(exc)
         raise ClewsError(f"{where}: weights do not fit the configured model: {first}") from None
     if result.missing_keys or result.unexpected_keys:
         parts = []

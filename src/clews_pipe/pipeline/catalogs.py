@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from clews_pipe.errors import ClewsError
+from clews_pipe.errors import ClewsError, first_line
 
 TRACK_COLUMNS = ["track_id", "clique", "version", "split", "title", "artist", "path", "status", "error"]
 DATASETS = ("discogs-vi", "shs100k", "folder")
@@ -212,7 +212,7 @@ def _read_tsv(path: Path, names: list[str]) -> pd.DataFrame:
     except OSError as exc:
         raise ClewsError(f"{path}: cannot read ({exc.strerror})") from None
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise ClewsError(f"{path}: not a tab-separated {'/'.join(names)} file ({str(exc).splitlines()[0]})") from None
+        raise ClewsError(f"{path}: not a tab-separated {'/'.join(names)} file ({first_line(exc)})") from None
     if table.shape[1] < len(names):
         raise ClewsError(f"{path}: expected {len(names)} tab-separated columns ({', '.join(names)}), found {table.shape[1]}")
     table = table.iloc[:, : len(names)]
@@ -350,7 +350,7 @@ def _read_folder_csv(path: Path) -> pd.DataFrame:
     except OSError as exc:
         raise ClewsError(f"{path}: cannot read ({exc.strerror})") from None
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise ClewsError(f"{path}: not a CSV file ({str(exc).splitlines()[0]})") from None
+        raise ClewsError(f"{path}: not a CSV file ({first_line(exc)})") from None
     listing.columns = [c.strip().lower() for c in listing.columns]
     for column in ("track", "clique"):
         if column not in listing.columns:

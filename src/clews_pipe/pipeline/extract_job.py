@@ -32,7 +32,7 @@ import numpy as np
 import pandas as pd
 from omegaconf import DictConfig
 
-from clews_pipe.errors import ClewsError
+from clews_pipe.errors import ClewsError, first_line
 
 # the catalog columns a task needs to build its store records
 RECORD_FIELDS = ("track_id", "clique", "version", "split", "title", "artist", "path")
@@ -86,7 +86,7 @@ def extract_track(record: dict, extractor, samplerate: int, max_seconds: float) 
     try:
         decoded = decode_audio(record["path"], samplerate=samplerate, max_seconds=max_seconds)
     except AudioDecodeError as exc:
-        out["error"] = str(exc).strip().splitlines()[0] if str(exc).strip() else "undecodable audio"
+        out["error"] = first_line(exc, "undecodable audio")
         return out, None
     except Exception as exc:  # any decoder crash is this track's failure, not the task's
         out["error"] = f"decode failed: {_one_line(exc)}"

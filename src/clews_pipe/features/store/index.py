@@ -8,8 +8,6 @@ the larger write sequence (the part finished later) wins.
 from __future__ import annotations
 
 import json
-import os
-import uuid
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +15,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from clews_pipe.atomic import atomic_path
 from clews_pipe.errors import ClewsError
 
 INDEX_COLUMNS = [
@@ -88,15 +87,8 @@ def write_consolidated(path: Path, frame: pd.DataFrame, parts: dict[str, int]) -
     table = pa.Table.from_pandas(frame[INDEX_COLUMNS + [SEQ_COLUMN]], schema=_SCHEMA_WITH_SEQ,
                                  preserve_index=False)
     table = table.replace_schema_metadata({PARTS_METADATA_KEY: json.dumps(parts, sort_keys=True)})
-    tmp = path.with_name(f".tmp-{path.name}-{uuid.uuid4().hex}")
-    try:
+    with atomic_path(path) as tmp:
         pq.write_table(table, tmp, compression="zstd")
-        with open(tmp, "rb") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 def empty_index() -> pa.Table:

@@ -19,6 +19,7 @@ import re
 import uuid
 from pathlib import Path
 
+from clews_pipe.atomic import TEMP_MARK
 from clews_pipe.errors import ClewsError
 
 FORMAT_NAME = "clews-pipe-feature-store"
@@ -29,7 +30,7 @@ CONSOLIDATED_INDEX = "index.parquet"
 PARTS_DIR = "parts"
 PART_MANIFEST = "part.json"
 PART_INDEX = "index.parquet"
-TEMP_PREFIX = ".tmp-"
+TEMP_PREFIX = TEMP_MARK  # temporary parts and files: never read, swept by reruns
 DTYPE = "<f2"
 
 _PART_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
@@ -61,15 +62,6 @@ def temp_part_names(parts_dir: Path) -> list[str]:
         return sorted(n for n in os.listdir(parts_dir) if n.startswith(TEMP_PREFIX))
     except FileNotFoundError:
         return []
-
-
-def write_json_atomic(path: Path, obj: dict) -> None:
-    tmp = path.with_name(f"{TEMP_PREFIX}{path.name}-{uuid.uuid4().hex}")
-    with open(tmp, "w") as fh:
-        json.dump(obj, fh, indent=1, sort_keys=True)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
 
 
 def read_json(path: Path, what: str) -> dict:

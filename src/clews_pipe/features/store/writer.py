@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from clews_pipe.atomic import write_json_atomic
 from clews_pipe.errors import ClewsError
 from clews_pipe.features.store import index as store_index
 from clews_pipe.features.store import layout
@@ -180,7 +181,7 @@ class StoreWriter:
                 "seq": time.time_ns(),
                 **located,
             }
-            layout.write_json_atomic(tmp_dir / layout.PART_MANIFEST, manifest)
+            write_json_atomic(tmp_dir / layout.PART_MANIFEST, manifest, indent=1, sort_keys=True)
             layout.fsync_tree(tmp_dir)
             final_name = self._rename_into_place(tmp_dir, part_name)
         except BaseException:

@@ -1,0 +1,84 @@
+"""Atomic file replacement for every file a rerun trusts (store metadata, index, checkpoints, embeddings,
+segment indexes, evaluation outputs).
+
+:func:`atomic_path` yields a temporary name in the target's own folder (so the rename never crosses
+a filesystem); when the block ends without an exception the file is fsynced and renamed over the
+target (``os.replace``, atomic on POSIX), then the folder entry is fsynced. On an exception the
+temporary file is removed and the target is untouched: a reader sees the old file or the new one,
+never half of one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import uuid
+from pathlib import Path
+from typing import Any, Iterator
+
+TEMP_MARK = ".tmp-"  # temporary names start with this (dot-files: ignored by listings of finished files)
+
+
+def _fsync_file(path: Path) -> None:
+    with open(path, "rb") as handle:
+        os.fsync(handle.fileno())
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path, suffix: str = "") -> Iterator[Path]:
+    """Yield a temporary path beside ``path`` (ending in ``suffix``, e.g. ``.npz`` for ``np.savez``);
+    write the file there; on success it replaces ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{TEMP_MARK}{path.name}-{uuid.uuid4().hex[:12]}{suffix}")
+    try:
+        yield tmp
+        _fsync_file(tmp)
+        os.replace(tmp, path)
+        _fsync_dir(path.parent)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def write_bytes_atomic(path: str | Path, data: bytes) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+
+
+def write_text_atomic(path: str | Path, text: str) -> None:
+    write_bytes_atomic(path, text.encode())
+
+
+def strict_json(obj: Any) -> Any:
+    """``obj`` with every non-finite float (NaN, ±inf) replaced by ``None``, numpy scalars as Python ones."""
+    if isinstance(obj, dict):
+        return {str(k): strict_json(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [strict_json(v) for v in obj]
+    if hasattr(obj, "item") and callable(obj.item) and getattr(obj, "ndim", None) == 0:
+        obj = obj.item()
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
+
+
+def write_json_atomic(path: str | Path, obj: Any, indent: int | None = 2, sort_keys: bool = False) -> None:
+    """Strict JSON (non-finite numbers become ``null``, never a bare ``NaN``) written atomically."""
+    text = json.dumps(strict_json(obj), indent=indent, sort_keys=sort_keys, allow_nan=False)
+    write_text_atomic(path, text + "\n")
