@@ -36,7 +36,7 @@ def sequential(paths: list[str], samplerate: int, max_seconds: float, impl: str)
     from clews_pipe.pipeline.extract_job import worker_extractor
 
     torch.set_num_threads(1)
-    extractor = worker_extractor(tuple(sorted(_cqt_params().items())), impl)
+    extractor = worker_extractor(_cqt_params(), impl)
     audio_seconds = decode_s = cqt_s = 0.0
     started = time.perf_counter()
     for path in paths:
@@ -83,10 +83,10 @@ def independent_processes(paths: list[str], n: int, impl: str) -> float:
     return sum(r[2] for r in results) / wall
 
 
-def _cqt_params() -> dict:
-    from clews_pipe.features.cqt import CQTParams
+def _cqt_params():
+    from clews_pipe.features.cqt_params import CQTParams
 
-    return CQTParams().to_dict()
+    return CQTParams()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -97,7 +97,8 @@ def decode_paths(store, tmp: Path, n: int) -> list[str]:
 
 
 def time_decode(paths: list[str], items: int) -> float:
-    from clews_pipe.features.cqt import CQTParams, build_cqt
+    from clews_pipe.features.cqt import build_cqt
+    from clews_pipe.features.cqt_params import CQTParams
     from clews_pipe.audio.decode import decode_audio
 
     sr, block, shingle = 16000, 150 * 16000, 20 * 16000

@@ -1,7 +1,6 @@
 """Checkpoints: safe loading of published files, refusal of unknown classes, import, atomic save."""
 
 import fractions
-from pathlib import Path
 
 import numpy as np
 import pytest

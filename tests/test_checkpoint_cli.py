@@ -3,8 +3,6 @@
 import fractions
 from pathlib import Path
 
-import numpy as np
-import pytest
 import torch
 
 from clews_pipe.cli.app import main

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from clews_pipe.features.cqt import CQTExtractor, CQTParams, build_cqt
+from clews_pipe.features.cqt import CQTExtractor, build_cqt
+from clews_pipe.features.cqt_params import CQTParams
 from clews_pipe.features.cqt_trimmed import TrimmedCQTExtractor
 
 

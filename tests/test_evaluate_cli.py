@@ -156,7 +156,7 @@ def test_fuse_rejects_different_tracks(tmp_path, capsys):
 def _tiny_checkpoint_and_store(tmp_path, store_params=None):
     import torch
 
-    from clews_pipe.features.cqt import CQTParams
+    from clews_pipe.features.cqt_params import CQTParams
     from clews_pipe.features.store import create_store
     from clews_pipe.model.checkpoint import save_checkpoint
     from clews_pipe.model.run_config import load_train_config, to_plain_dict
@@ -214,7 +214,7 @@ def test_checkpoint_and_store_path(tmp_path):
 
 
 def test_checkpoint_store_cqt_mismatch(tmp_path, capsys):
-    from clews_pipe.features.cqt import CQTParams
+    from clews_pipe.features.cqt_params import CQTParams
 
     params = CQTParams().to_dict()
     params["fscale"] = 2.0

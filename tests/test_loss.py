@@ -1,7 +1,6 @@
 """CLEWS loss against a plain-Python computation of the formula and against the published loss."""
 
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest

@@ -52,15 +52,6 @@ def cut_windows(frames: np.ndarray, length: int, hop: int, min_length: int) -> n
     return np.ascontiguousarray(frames[index].transpose(0, 2, 1))
 
 
-def check_cqt_match(model_params: dict, store_params: dict, ckpt, store) -> None:
-    keys = sorted(set(model_params) | set(store_params))
-    for key in keys:
-        a, b = model_params.get(key), store_params.get(key)
-        same = a == b or (isinstance(a, (int, float)) and isinstance(b, (int, float)) and math.isclose(a, b, rel_tol=1e-9))
-        if not same:
-            raise ClewsError(f"checkpoint {ckpt} CQT setting {key}={a!r} differs from store {store} ({key}={b!r})")
-
-
 def _embed_windows(model, windows: list[np.ndarray], batch_size: int, device) -> list[np.ndarray]:
     """Embed a list of (W_i, F, T) arrays (same T) in batches of ``batch_size`` windows."""
     import torch
@@ -100,7 +91,7 @@ def embed_store(ckpt, store_path, split: str, out_file, settings: EmbedSettings,
     out_file.parent.mkdir(parents=True, exist_ok=True)
     store = open_store(store_path)
     model, _ = load_model(ckpt, trust=trust, device=ctx.device)
-    check_cqt_match(model.cqt_params.to_dict(), dict(store.cqt_params), ckpt, store_path)
+    model.cqt_params.require_equal(store.cqt, f"checkpoint {ckpt}", f"store {store_path}")
     tracks = store.tracks(split)
     if len(tracks) == 0:
         raise ClewsError(f"store {store_path}: no usable tracks in split {split!r}")

@@ -6,47 +6,10 @@ magnitude, then ``AvgPool1d(5, 5)`` in time: 84 bins at 10 frames/s.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import torch
 
-SAMPLERATE = 16000
-
-
-@dataclass(frozen=True)
-class CQTParams:
-    """CQT settings; field names follow the CLEWS ``model.cqt`` config section."""
-
-    samplerate: int = SAMPLERATE
-    hoplen: float = 0.02  # seconds between CQT frames before pooling
-    noctaves: int = 7
-    nbinsoct: int = 12
-    fscale: float = 1.0
-    pool: int = 5
-
-    @property
-    def hop_length(self) -> int:
-        return int(round(self.hoplen * self.samplerate))
-
-    @property
-    def n_bins(self) -> int:
-        return self.noctaves * self.nbinsoct
-
-    @property
-    def frame_rate(self) -> float:
-        """Stored frames per second (after pooling): 10 for the defaults."""
-        return self.samplerate / (self.hop_length * self.pool)
-
-    def to_dict(self) -> dict:
-        return {
-            "samplerate": self.samplerate,
-            "hoplen": self.hoplen,
-            "noctaves": self.noctaves,
-            "nbinsoct": self.nbinsoct,
-            "fscale": self.fscale,
-            "pool": self.pool,
-        }
+from clews_pipe.features.cqt_params import CQTParams
 
 
 def build_cqt(params: CQTParams = CQTParams()) -> torch.nn.Sequential:

@@ -16,7 +16,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from clews_pipe.features.cqt import CQTParams, build_cqt
+from clews_pipe.features.cqt import build_cqt
+from clews_pipe.features.cqt_params import CQTParams
 
 
 class TrimmedCQTExtractor:

@@ -14,7 +14,8 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from clews_pipe.features.cqt import CQTParams, build_cqt
+from clews_pipe.features.cqt import build_cqt
+from clews_pipe.features.cqt_params import CQTParams
 from clews_pipe.model.layers import GeM, CQTPrepare, ResBlock
 
 
@@ -59,14 +60,7 @@ class CLEWS(nn.Module):
         self.shingle_hop = float(conf.shingling.hop)
         self.min_shingle_len = self.shingle_len  # shorter shingles are repeated up to this (eval queries)
         self.zdim = int(conf.zdim)
-        self._cqt_params = CQTParams(
-            samplerate=self.samplerate,
-            hoplen=float(conf.cqt.hoplen),
-            noctaves=int(conf.cqt.noctaves),
-            nbinsoct=int(conf.cqt.nbinsoct),
-            fscale=float(conf.cqt.fscale),
-            pool=int(conf.cqt.pool),
-        )
+        self._cqt_params = CQTParams.from_model_conf(conf.cqt, self.samplerate)
         self.cqt = build_cqt(self._cqt_params)
 
         ch_front, ch = (int(c) for c in conf.frontend.channels)

@@ -33,6 +33,7 @@ import pandas as pd
 from omegaconf import DictConfig
 
 from clews_pipe.errors import ClewsError, first_line
+from clews_pipe.features.cqt_params import CQTParams
 
 # the catalog columns a task needs to build its store records
 RECORD_FIELDS = ("track_id", "clique", "version", "split", "title", "artist", "path")
@@ -44,23 +45,22 @@ STATUSES = ("ok", "truncated", "failed", "missing")
 
 
 @functools.lru_cache(maxsize=4)
-def worker_extractor(cqt_items: tuple, impl: str = "trimmed"):
+def worker_extractor(params: "CQTParams", impl: str = "trimmed"):
     """One CQT extractor per worker process and settings (kernels built once, reused by every task)."""
-    from clews_pipe.features.cqt import CQTExtractor, CQTParams
+    from clews_pipe.features.cqt import CQTExtractor
     from clews_pipe.features.cqt_trimmed import TrimmedCQTExtractor
 
     _quiet_worker_libraries()
-    params = CQTParams(**dict(cqt_items))
     return TrimmedCQTExtractor(params) if impl == "trimmed" else CQTExtractor(params)
 
 
-def warm_worker(cqt_params: dict, impl: str = "trimmed") -> None:
+def warm_worker(cqt_params: "CQTParams", impl: str = "trimmed") -> None:
     """Import the decoding/store stack and build this worker's extractor ahead of the first part
     (``client.run(warm_worker, ...)``; benchmarks use it to time the steady state)."""
     import clews_pipe.features.store  # noqa: F401
     import clews_pipe.audio.decode  # noqa: F401
 
-    worker_extractor(tuple(sorted(cqt_params.items())), impl)
+    worker_extractor(cqt_params, impl)
 
 
 def _quiet_worker_libraries() -> None:
@@ -118,7 +118,7 @@ def extract_part(records: list[dict], settings: dict) -> dict:
 
     started = time.perf_counter()
     torch.set_num_threads(int(settings["torch_threads"]))
-    extractor = worker_extractor(tuple(sorted(settings["cqt_params"].items())), settings["cqt_impl"])
+    extractor = worker_extractor(settings["cqt_params"], settings["cqt_impl"])
     out_records: list[dict] = []
     features: list[Optional[np.ndarray]] = []
     for record in records:
@@ -190,10 +190,8 @@ def run_tag() -> str:
     return f"{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{host}-{os.getpid()}"
 
 
-def _cqt_params(conf: DictConfig) -> dict:
-    from clews_pipe.features.cqt import CQTParams
-
-    return CQTParams(samplerate=int(conf.samplerate)).to_dict()
+def _cqt_params(conf: DictConfig) -> CQTParams:
+    return CQTParams(samplerate=int(conf.samplerate))
 
 
 def _records(frame: pd.DataFrame) -> list[dict]:
@@ -314,7 +312,7 @@ def effective_part_size(n_tracks: int, part_size: int, n_workers: int, parts_per
     return max(1, min(int(part_size), math.ceil(n_tracks / (max(1, n_workers) * parts_per_worker))))
 
 
-def _run_parts(conf: DictConfig, store_path: str, pending: pd.DataFrame, tag: str, cqt_params: dict, summary: dict,
+def _run_parts(conf: DictConfig, store_path: str, pending: pd.DataFrame, tag: str, cqt_params: "CQTParams", summary: dict,
                on_start: Optional[Callable[[int, int], None]], on_part: Optional[Callable[[dict], None]]) -> None:
     from clews_pipe.pipeline.cluster import dask_client
 
@@ -335,7 +333,7 @@ def _run_parts(conf: DictConfig, store_path: str, pending: pd.DataFrame, tag: st
         summary["processing_seconds"] = time.perf_counter() - processing_started
 
 
-def _process_parts(client, conf: DictConfig, store_path: str, parts: list[list[dict]], tag: str, cqt_params: dict,
+def _process_parts(client, conf: DictConfig, store_path: str, parts: list[list[dict]], tag: str, cqt_params: "CQTParams",
                    summary: dict, on_part: Optional[Callable[[dict], None]]) -> None:
     from distributed import as_completed
 

@@ -106,6 +106,7 @@ def train(conf: DictConfig, out_dir: str | Path) -> list[dict]:
 
 def _train_on_rank(fabric, conf: DictConfig, out: Path) -> list[dict]:
     from clews_pipe.features.augment import CQAugment
+    from clews_pipe.features.cqt_params import CQTParams
     from clews_pipe.features.dataset import make_train_loader
     from clews_pipe.features.store import open_store
     from clews_pipe.model.checkpoint import load_checkpoint, save_checkpoint
@@ -115,7 +116,7 @@ def _train_on_rank(fabric, conf: DictConfig, out: Path) -> list[dict]:
     tconf = conf.training
     rank, world = fabric.global_rank, fabric.world_size
     store = open_store(conf.data.store)
-    _check_store_matches_model(store, conf)
+    CQTParams.from_model_conf(conf.model.cqt, conf.data.samplerate).require_equal(store.cqt, "config model.cqt", f"store {store.path}")
 
     train_loader = make_train_loader(
         store,
@@ -289,17 +290,6 @@ def _train_epoch(fabric, model, optimizer, loader, augment, generator, conf: Dic
 def _unwrapped_state_dict(model) -> dict:
     module = getattr(model, "module", model)
     return {k: v.detach().cpu() for k, v in module.state_dict().items()}
-
-
-def _check_store_matches_model(store, conf: DictConfig) -> None:
-    """The stored CQT must be the one the model was built for (FACTS.md)."""
-    expected = dict(conf.model.cqt)
-    stored = store.cqt_params or {}
-    for key in ("hoplen", "noctaves", "nbinsoct", "fscale", "pool"):
-        if key in stored and key in expected and float(stored[key]) != float(expected[key]):
-            raise ClewsError(
-                f"{store.path}: store CQT {key}={stored[key]} differs from model.cqt.{key}={expected[key]}"
-            )
 
 
 def _check_resume_config(state: dict, conf: DictConfig, path: Path) -> None:

@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 
 from clews_pipe.errors import ClewsError
+from clews_pipe.features.cqt_params import CQTParams
 from clews_pipe.features.store import index as store_index
 from clews_pipe.features.store import layout
 from clews_pipe.features.store.backends import backend_module
@@ -117,6 +118,14 @@ class FeatureStore:
     @property
     def cqt_params(self) -> dict:
         return dict(self.meta["cqt_params"])
+
+    @property
+    def cqt(self) -> "CQTParams":
+        """The stored CQT settings as the typed value (what models are checked against)."""
+        try:
+            return CQTParams.from_dict(self.meta["cqt_params"])
+        except ClewsError as exc:
+            raise ClewsError(f"{self.path}: store.json {exc}") from None
 
     @property
     def frame_rate(self) -> float:

@@ -17,6 +17,7 @@ import pandas as pd
 
 from clews_pipe.atomic import write_json_atomic
 from clews_pipe.errors import ClewsError
+from clews_pipe.features.cqt_params import CQTParams
 from clews_pipe.features.store import index as store_index
 from clews_pipe.features.store import layout
 from clews_pipe.features.store.backends import backend_module
@@ -24,20 +25,15 @@ from clews_pipe.features.store.backends import backend_module
 _RECORD_FIELDS = [c for c in store_index.INDEX_COLUMNS if c not in ("n_frames", "part", "offset")]
 
 
-def frame_rate_of(cqt_params: dict) -> float:
-    hop_length = int(round(float(cqt_params["hoplen"]) * int(cqt_params["samplerate"])))
-    return int(cqt_params["samplerate"]) / (hop_length * int(cqt_params["pool"]))
-
-
-def n_bins_of(cqt_params: dict) -> int:
-    return int(cqt_params["noctaves"]) * int(cqt_params["nbinsoct"])
+def _as_params(value: "CQTParams | dict") -> CQTParams:
+    return value if isinstance(value, CQTParams) else CQTParams.from_dict(dict(value))
 
 
 def _normalised(params: dict) -> dict:
     return json.loads(json.dumps(params, sort_keys=True))
 
 
-def create_store(path, backend: str = "zarr", cqt_params: dict | None = None,
+def create_store(path, backend: str = "zarr", cqt_params: "CQTParams | dict | None" = None,
                  attrs: dict | None = None) -> "StoreWriter":
     """Create the store at ``path`` or reopen an existing one for appending.
 
@@ -50,19 +46,16 @@ def create_store(path, backend: str = "zarr", cqt_params: dict | None = None,
     root = Path(path)
     meta_path = root / layout.STORE_META
     if not meta_path.exists():
-        if cqt_params is None:
-            from clews_pipe.features.cqt import CQTParams
-
-            cqt_params = CQTParams().to_dict()
+        params = _as_params(cqt_params if cqt_params is not None else CQTParams())
         try:
-            cqt_params = _normalised(dict(cqt_params))
+            cqt_params = _normalised(params.to_dict())
             meta = {
                 "format": layout.FORMAT_NAME,
                 "version": layout.FORMAT_VERSION,
                 "backend": backend,
                 "cqt_params": cqt_params,
-                "frame_rate": frame_rate_of(cqt_params),
-                "n_bins": n_bins_of(cqt_params),
+                "frame_rate": params.frame_rate,
+                "n_bins": params.n_bins,
                 "dtype": "float16",
                 "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                 "attrs": _normalised(attrs or {}),
@@ -83,10 +76,10 @@ def create_store(path, backend: str = "zarr", cqt_params: dict | None = None,
     meta = layout.read_store_meta(root)
     if meta["backend"] != backend:
         raise ClewsError(f"{root}: existing store uses backend {meta['backend']!r}, not {backend!r}")
-    if cqt_params is not None and _normalised(dict(cqt_params)) != meta["cqt_params"]:
-        raise ClewsError(
-            f"{root}: existing store has cqt_params {meta['cqt_params']}, not {_normalised(dict(cqt_params))}"
-        )
+    if cqt_params is not None:
+        wanted = _normalised(_as_params(cqt_params).to_dict())
+        if wanted != meta["cqt_params"]:
+            raise ClewsError(f"{root}: existing store has cqt_params {meta['cqt_params']}, not {wanted}")
     if not os.access(root / layout.PARTS_DIR, os.W_OK):
         raise ClewsError(f"{root / layout.PARTS_DIR}: not writable")
     return StoreWriter(root, meta)
