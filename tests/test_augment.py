@@ -155,17 +155,28 @@ def test_augmenter_from_config_seeded_and_shape():
         }
     )
     augmenter = Augmenter.from_config(conf)
-    assert augmenter.params == AugmentParams()
+    assert augmenter.params == AugmentParams(0.4, 0.15, 0.15, 0.3, 0.6, 1.8, 0.5, 12)
     x = torch.rand(4, 8, 84, 200)
     a, b = augmenter(x, gen(7)), augmenter(x, gen(7))
     assert a.shape == x.shape and torch.equal(a, b)
     assert not torch.equal(a, augmenter(x, gen(8)))
-    off = Augmenter.from_config(OmegaConf.create({"specaugment": {"p": 0.0}}))
+    off = Augmenter.from_config(OmegaConf.create({name: {"p": 0.0} for name in ("specaugment", "timestretch", "pitchroll")}))
     assert not off.active and torch.equal(off(x, gen()), x)
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.float32])
 def test_augmenter_keeps_dtype(dtype):
     x = torch.rand(6, 84, 100).to(dtype)
-    y = Augmenter(AugmentParams(1.0, timestretch_p=1.0, pitchroll_p=1.0))(x, gen(9))
+    y = Augmenter(AugmentParams.from_config({name: {"p": 1.0} for name in ("specaugment", "timestretch", "pitchroll")}))(x, gen(9))
     assert y.dtype == dtype and y.shape == x.shape
+
+
+def test_augment_defaults_are_declared_once_in_the_config_schema():
+    """An empty section gives the config schema's defaults (the published DVI probabilities, 0.1)."""
+    from clews_pipe.model.run_config import load_train_config
+
+    params = AugmentParams.from_config({})
+    assert (params.specaugment_p, params.timestretch_p, params.pitchroll_p) == (0.1, 0.1, 0.1)
+    assert AugmentParams.from_config(load_train_config().augment) == params
+    partial = AugmentParams.from_config({"pitchroll": {"max": 6}})
+    assert partial.pitchroll_max == 6 and partial.pitchroll_p == 0.1

@@ -29,43 +29,44 @@ import torch
 import torch.nn.functional as F
 
 
+#: time-stretch factors are quantised to this many values (one F.interpolate call per value)
+TIMESTRETCH_BINS = 16
+
+
 @dataclass(frozen=True)
 class AugmentParams:
-    """Probabilities and ranges; defaults are the SHS100K training probabilities."""
+    """Probabilities and ranges, flat; built from the config's ``augment`` section, whose schema
+    (:mod:`clews_pipe.features.augment_config`) holds the only defaults."""
 
-    specaugment_p: float = 0.4
-    specaugment_max_freq: float = 0.15
-    specaugment_max_time: float = 0.15
-    timestretch_p: float = 0.3
-    timestretch_min: float = 0.6
-    timestretch_max: float = 1.8
-    pitchroll_p: float = 0.5
-    pitchroll_max: int = 12
-    timestretch_bins: int = 16
+    specaugment_p: float
+    specaugment_max_freq: float
+    specaugment_max_time: float
+    timestretch_p: float
+    timestretch_min: float
+    timestretch_max: float
+    pitchroll_p: float
+    pitchroll_max: int
+    timestretch_bins: int = TIMESTRETCH_BINS
 
     @classmethod
-    def from_config(cls, augment_conf) -> "AugmentParams":
-        """From the training config's ``augment`` section (OmegaConf node or plain mapping)."""
+    def from_config(cls, augment_conf=None) -> "AugmentParams":
+        """From an ``augment`` section (OmegaConf node, mapping or :class:`AugmentConfig`); keys it
+        does not set take the schema's defaults. An unknown key raises OmegaConf's error."""
+        from omegaconf import OmegaConf
 
-        def section(name):
-            value = augment_conf[name] if name in augment_conf else None
-            return value if value is not None else {}
+        from clews_pipe.features.augment_config import AugmentConfig
 
-        spec, stretch, roll = section("specaugment"), section("timestretch"), section("pitchroll")
-        default = cls()
-
-        def get(node, key, fallback):
-            return node[key] if key in node and node[key] is not None else fallback
-
+        merged = OmegaConf.merge(OmegaConf.structured(AugmentConfig), augment_conf or {})
+        spec, stretch, roll = merged.specaugment, merged.timestretch, merged.pitchroll
         return cls(
-            specaugment_p=float(get(spec, "p", 0.0)),
-            specaugment_max_freq=float(get(spec, "max_freq", default.specaugment_max_freq)),
-            specaugment_max_time=float(get(spec, "max_time", default.specaugment_max_time)),
-            timestretch_p=float(get(stretch, "p", 0.0)),
-            timestretch_min=float(get(stretch, "min", default.timestretch_min)),
-            timestretch_max=float(get(stretch, "max", default.timestretch_max)),
-            pitchroll_p=float(get(roll, "p", 0.0)),
-            pitchroll_max=int(get(roll, "max", default.pitchroll_max)),
+            specaugment_p=float(spec.p),
+            specaugment_max_freq=float(spec.max_freq),
+            specaugment_max_time=float(spec.max_time),
+            timestretch_p=float(stretch.p),
+            timestretch_min=float(stretch.min),
+            timestretch_max=float(stretch.max),
+            pitchroll_p=float(roll.p),
+            pitchroll_max=int(roll.max),
         )
 
 

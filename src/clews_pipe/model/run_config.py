@@ -17,6 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from clews_pipe.config import load_config
 from clews_pipe.errors import ClewsError
+from clews_pipe.features.augment_config import AugmentConfig
 from clews_pipe.retrieval.redux import Redux
 
 MONITORS = ("nar_map", "map")
@@ -35,34 +36,6 @@ class DataConfig:
     maxlen: float = 600.0  # seconds of a track considered at most
     workers: int = 2  # DataLoader workers per device
     samplerate: int = 16000
-
-
-# ----------------------------------------------------------------------------------- augment
-@dataclass
-class SpecAugmentConfig:
-    p: float = 0.1
-    max_freq: float = 0.15  # fraction of the bins set to 0 at most
-    max_time: float = 0.15  # fraction of the frames set to 0 at most
-
-
-@dataclass
-class TimeStretchConfig:
-    p: float = 0.1
-    min: float = 0.6
-    max: float = 1.8
-
-
-@dataclass
-class PitchRollConfig:
-    p: float = 0.1
-    max: int = 12  # bins
-
-
-@dataclass
-class AugmentConfig:
-    specaugment: SpecAugmentConfig = field(default_factory=SpecAugmentConfig)
-    timestretch: TimeStretchConfig = field(default_factory=TimeStretchConfig)
-    pitchroll: PitchRollConfig = field(default_factory=PitchRollConfig)
 
 
 # ------------------------------------------------------------------ model (official layout)
