@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from clews_pipe.errors import ClewsError
+from clews_pipe.features.cqt_params import CQTParams
 from clews_pipe.features.dataset import (
     EpochBatchSampler,
     ShingleDataset,
@@ -81,7 +82,7 @@ def decode(x):
 
 
 def test_layout_frames_from_seconds():
-    lay = ShingleLayout.from_seconds(10.0, 150, 20, 20, 600)
+    lay = ShingleLayout.from_seconds(CQTParams(), 150, 20, 20, 600)  # 10 frames/s
     assert (lay.block_frames, lay.shingle_frames, lay.hop_frames, lay.maxlen_frames) == (1500, 200, 200, 6000)
     assert lay.n_shingles == 8
     pos = lay.block_positions()
@@ -230,3 +231,14 @@ def test_split_without_cliques_is_an_error(store):
         ShingleDataset(store, "val")
     with pytest.raises(ClewsError, match="n_per_class"):
         ShingleDataset(store, "train", n_per_class=1)
+
+
+def test_seconds_to_frames_is_the_models_cqt_frame_count():
+    """One conversion for dataset, embedder and segment protocol: the frames nnAudio's centred CQT
+    gives for a waveform of that length, pooled x5 with floor (hand-worked at 16 kHz, hop 320)."""
+    cqt = CQTParams()
+    # 20 s: 320000 samples -> 320000 // 320 + 1 = 1001 CQT frames -> 1001 // 5 = 200
+    assert cqt.seconds_to_frames(20) == 200
+    assert cqt.seconds_to_frames(150) == 1500
+    assert cqt.seconds_to_frames(5) == 50  # 80000 // 320 + 1 = 251 -> 50
+    assert cqt.seconds_to_frames(0.05) == 0  # 800 // 320 + 1 = 3 -> 0: less than one frame

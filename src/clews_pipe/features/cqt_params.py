@@ -41,8 +41,12 @@ class CQTParams:
         return self.samplerate / (self.hop_length * self.pool)
 
     def seconds_to_frames(self, seconds: float) -> int:
-        """Stored frames in ``seconds`` (rounded): the one seconds -> frames conversion."""
-        return int(round(float(seconds) * self.frame_rate))
+        """Stored frames that ``seconds`` of audio give: the one seconds -> frames conversion, used by
+        the training dataset, the embedder and the segment protocol. It is the frame count of the
+        model's own CQT on a waveform of that length (centred frames, then floor pooling): 200 for
+        20 s, 1500 for 150 s, 50 for 5 s at the defaults."""
+        samples = int(self.samplerate * float(seconds))
+        return (samples // self.hop_length + 1) // self.pool
 
     @staticmethod
     def from_dict(values: Mapping[str, Any]) -> "CQTParams":

@@ -33,6 +33,7 @@ import numpy as np
 import torch
 
 from clews_pipe.errors import ClewsError
+from clews_pipe.features.cqt_params import CQTParams
 
 ItemKey = tuple[int, int, int]  # (epoch, position in the epoch order, anchor index)
 
@@ -48,13 +49,13 @@ class ShingleLayout:
 
     @classmethod
     def from_seconds(
-        cls, frame_rate: float, block_len: float, shingle_len: float, shingle_hop: float,
+        cls, cqt: CQTParams, block_len: float, shingle_len: float, shingle_hop: float,
         maxlen: float,
     ) -> "ShingleLayout":
         def frames(seconds: float, what: str) -> int:
-            n = int(round(float(seconds) * float(frame_rate)))
+            n = cqt.seconds_to_frames(seconds)
             if n < 1:
-                raise ClewsError(f"data.{what}={seconds} s is less than one frame at {frame_rate} frames/s")
+                raise ClewsError(f"data.{what}={seconds} s is less than one frame at {cqt.frame_rate} frames/s")
             return n
 
         layout = cls(
@@ -104,9 +105,7 @@ class ShingleDataset(torch.utils.data.Dataset):
         self.random_blocks = bool(random_blocks)
         self.out_dtype = out_dtype
         self.n_bins = int(store.n_bins)
-        self.layout = ShingleLayout.from_seconds(
-            store.frame_rate, block_len, shingle_len, shingle_hop, maxlen
-        )
+        self.layout = ShingleLayout.from_seconds(store.cqt, block_len, shingle_len, shingle_hop, maxlen)
         self._positions = self.layout.block_positions().reshape(-1)
         self._build_tables(store.tracks(split=split))
 

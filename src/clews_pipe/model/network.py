@@ -91,8 +91,7 @@ class CLEWS(nn.Module):
     def shingle_frames(self, seconds: float) -> int:
         """CQT frames (after pooling) the model's own CQT gives for ``seconds`` of audio — the
         number of stored frames that make one shingle (200 for 20 s)."""
-        p = self._cqt_params
-        return (self.shingle_samples(seconds) // p.hop_length + 1) // p.pool
+        return self._cqt_params.seconds_to_frames(seconds)
 
     # ------------------------------------------------------------------------------ compute
     @torch.no_grad()
