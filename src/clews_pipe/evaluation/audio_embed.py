@@ -29,14 +29,12 @@ from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
+from clews_pipe.audio.formats import AUDIO_EXTENSIONS
 from clews_pipe.errors import ClewsError
 from clews_pipe.evaluation.embeddings import open_npz, write_npz_atomically
 
-#: Extensions picked up when walking a folder (explicitly named files are always tried).
-AUDIO_EXTENSIONS = frozenset(
-    {".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".m4a", ".mp4", ".aac", ".webm", ".mka", ".mkv",
-     ".aif", ".aiff", ".wma", ".wv", ".ape", ".ac3", ".caf", ".au", ".w64", ".3gp"}
-)
+#: Suffixes picked up when walking a folder (explicitly named files are always tried).
+_WALKED_SUFFIXES = frozenset("." + ext for ext in AUDIO_EXTENSIONS)
 
 
 @dataclass(frozen=True)
@@ -75,7 +73,7 @@ def collect_audio_jobs(paths: Iterable[str | Path]) -> list[AudioJob]:
     for raw in paths:
         path = Path(raw)
         if path.is_dir():
-            files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in AUDIO_EXTENSIONS)
+            files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in _WALKED_SUFFIXES)
             found.extend((f, f.relative_to(path)) for f in files)
         elif path.is_file():
             found.append((path, Path(path.name)))

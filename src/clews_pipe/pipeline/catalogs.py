@@ -30,12 +30,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from clews_pipe.audio.formats import CATALOG_EXTENSIONS
 from clews_pipe.errors import ClewsError, first_line
+from clews_pipe.features.store.index import TRACK_RECORD_FIELDS
 
-TRACK_COLUMNS = ["track_id", "clique", "version", "split", "title", "artist", "path", "status", "error"]
+#: a catalog's columns: the track record every stage carries, plus the catalog's own finding
+TRACK_COLUMNS = [*TRACK_RECORD_FIELDS, "status", "error"]
 DATASETS = ("discogs-vi", "shs100k", "folder")
-#: Audio extensions looked for, in order of preference when one track has several files.
-AUDIO_EXTENSIONS = ("mp3", "mp4", "m4a", "flac", "ogg", "opus", "wav")
 DVI_SPLIT_PREFIXES = ("DiscogsVI-YT-20240701-light.json", "Discogs-VI-YT-20240701-light.json")
 SHS_SPLIT_FILES = {"train": "SHS100K-TRAIN", "val": "SHS100K-VAL", "test": "SHS100K-TEST"}
 _YOUTUBE_ID = re.compile(r"(?:[?&]v=|youtu\.be/|/embed/|/shorts/|/v/)([A-Za-z0-9_-]{11})")
@@ -271,7 +272,7 @@ def _list_audio_files(folder: Path) -> list[tuple[str, str]]:
         with os.scandir(folder) as entries:
             for entry in entries:
                 stem, dot, ext = entry.name.rpartition(".")
-                if dot and ext.lower() in AUDIO_EXTENSIONS:
+                if dot and ext.lower() in CATALOG_EXTENSIONS:
                     found.append((stem, ext))
     except OSError:
         pass
@@ -297,12 +298,12 @@ def _resolve_prefixed(table: pd.DataFrame, root: Path) -> pd.DataFrame:
             for stem, ext in _list_audio_files(root / name):
                 rows.append((name.lower(), stem, str(root / name / f"{stem}.{ext}"), ext.lower()))
     files = pd.DataFrame(rows, columns=["prefix", "track_id", "path", "ext"])
-    files["rank"] = files["ext"].map({e: i for i, e in enumerate(AUDIO_EXTENSIONS)})
+    files["rank"] = files["ext"].map({e: i for i, e in enumerate(CATALOG_EXTENSIONS)})
     files = files.sort_values(["rank", "path"]).drop_duplicates(["prefix", "track_id"])
     table["prefix"] = prefix.str.lower()
     table = table.merge(files[["prefix", "track_id", "path"]], on=["prefix", "track_id"], how="left")
     found = table["path"].notna()
-    looked_for = str(root) + os.sep + prefix + os.sep + table["track_id"] + ".{" + ",".join(AUDIO_EXTENSIONS) + "}"
+    looked_for = str(root) + os.sep + prefix + os.sep + table["track_id"] + ".{" + ",".join(CATALOG_EXTENSIONS) + "}"
     table["status"] = np.where(found, "pending", "missing")
     table["error"] = np.where(found, "", "no audio file " + looked_for + " (two-letter folder in any case)")
     table["path"] = table["path"].fillna("")
@@ -320,11 +321,11 @@ def _folder_catalog(root: Path, meta: Path | None, splits: tuple) -> pd.DataFram
         rel_dir = os.path.relpath(dirpath, root)
         for name in filenames:
             stem, dot, ext = name.rpartition(".")
-            if dot and stem and ext.lower() in AUDIO_EXTENSIONS:
+            if dot and stem and ext.lower() in CATALOG_EXTENSIONS:
                 rel = stem if rel_dir == "." else f"{rel_dir}/{stem}"
                 rows.append((rel.replace(os.sep, "/"), os.path.join(dirpath, name), ext.lower()))
     files = pd.DataFrame(rows, columns=["track_id", "path", "ext"])
-    files["rank"] = files["ext"].map({e: i for i, e in enumerate(AUDIO_EXTENSIONS)})
+    files["rank"] = files["ext"].map({e: i for i, e in enumerate(CATALOG_EXTENSIONS)})
     files = files.sort_values(["rank", "path"]).drop_duplicates("track_id")[["track_id", "path"]]
     if meta is None:
         table = files.sort_values("track_id").assign(clique=lambda t: t["track_id"], version="", split="all")
@@ -338,7 +339,7 @@ def _folder_catalog(root: Path, meta: Path | None, splits: tuple) -> pd.DataFram
     found = table["path"].notna()
     table["status"] = np.where(found, "pending", "missing")
     table["error"] = np.where(
-        found, "", "no audio file " + str(root) + "/" + table["track_id"] + ".{" + ",".join(AUDIO_EXTENSIONS) + "}"
+        found, "", "no audio file " + str(root) + "/" + table["track_id"] + ".{" + ",".join(CATALOG_EXTENSIONS) + "}"
     )
     table["path"] = table["path"].fillna("")
     return table.assign(version="", title="", artist="")
@@ -357,7 +358,7 @@ def _read_folder_csv(path: Path) -> pd.DataFrame:
             raise ClewsError(f"{path}: CSV needs columns track,clique[,split]; missing {column!r}")
     listing = listing.apply(lambda col: col.str.strip())
     # accept track given with its audio extension or with OS separators
-    pattern = r"\.(?:" + "|".join(AUDIO_EXTENSIONS) + r")$"
+    pattern = r"\.(?:" + "|".join(CATALOG_EXTENSIONS) + r")$"
     track = listing["track"].str.replace("\\", "/", regex=False).str.replace(pattern, "", regex=True, case=False)
     out = pd.DataFrame({"track_id": track, "clique": listing["clique"]})
     if "split" in listing.columns:

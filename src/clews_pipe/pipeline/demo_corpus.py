@@ -34,8 +34,9 @@ from pathlib import Path
 import numpy as np
 
 from clews_pipe.errors import ClewsError
+from clews_pipe.pipeline.catalogs import DVI_SPLIT_PREFIXES
 
-SPLIT_FILE_PREFIX = "DiscogsVI-YT-20240701-light.json"
+SPLIT_FILE_PREFIX = DVI_SPLIT_PREFIXES[0]  # the sony/clews spelling
 YOUTUBE_ALPHABET = np.array(list("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"))
 #: Container per track, cycled over the global track order: mp3 most (as transcoded
 #: Discogs-VI audio: 9 of 16), with flac, wav and ogg so every decoder path is exercised

@@ -15,9 +15,9 @@ from omegaconf import DictConfig
 
 from clews_pipe.config import load_config
 from clews_pipe.errors import ClewsError
+from clews_pipe.features.store.layout import BACKENDS
+from clews_pipe.pipeline.catalogs import DATASETS
 
-DATASETS = ("discogs-vi", "shs100k", "folder")
-BACKENDS = ("zarr", "hdf5")
 CLUSTERS = ("local", "slurm")
 CQT_IMPLS = ("trimmed", "nnaudio")
 

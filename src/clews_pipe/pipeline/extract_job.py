@@ -34,10 +34,9 @@ from omegaconf import DictConfig
 
 from clews_pipe.errors import ClewsError, first_line
 from clews_pipe.features.cqt_params import CQTParams
+from clews_pipe.features.store.index import STATUSES, TRACK_RECORD_FIELDS
 
-# the catalog columns a task needs to build its store records
-RECORD_FIELDS = ("track_id", "clique", "version", "split", "title", "artist", "path")
-STATUSES = ("ok", "truncated", "failed", "missing")
+RECORD_FIELDS = TRACK_RECORD_FIELDS  # the catalog columns a task needs to build its store records
 
 
 # ----------------------------------------------------------------------------------------------

@@ -18,10 +18,10 @@ import pyarrow.parquet as pq
 from clews_pipe.atomic import atomic_path
 from clews_pipe.errors import ClewsError
 
-INDEX_COLUMNS = [
-    "track_id", "clique", "version", "split", "title", "artist", "path",
-    "duration", "n_frames", "part", "offset", "status", "error",
-]
+#: the track record, from catalog to index: what a catalog says of a track (all strings)
+TRACK_RECORD_FIELDS = ("track_id", "clique", "version", "split", "title", "artist", "path")
+#: the index row: the record plus what extraction found and where the features are
+INDEX_COLUMNS = [*TRACK_RECORD_FIELDS, "duration", "n_frames", "part", "offset", "status", "error"]
 STATUSES = ("ok", "truncated", "failed", "missing")
 WITH_FEATURES = ("ok", "truncated")
 DONE_STATUSES = ("ok", "truncated", "failed")

@@ -22,7 +22,7 @@ from clews_pipe.features.store import index as store_index
 from clews_pipe.features.store import layout
 from clews_pipe.features.store.backends import backend_module
 
-_RECORD_FIELDS = [c for c in store_index.INDEX_COLUMNS if c not in ("n_frames", "part", "offset")]
+_RECORD_FIELDS = [*store_index.TRACK_RECORD_FIELDS, "duration", "status", "error"]  # given by the extraction task
 
 
 def _as_params(value: "CQTParams | dict") -> CQTParams:
