@@ -222,3 +222,29 @@ def test_checkpoint_store_cqt_mismatch(tmp_path, capsys):
     code = main(["evaluate", "--checkpoint", str(ckpt), "--store", str(store), "--out", str(tmp_path / "o"), "--quiet"])
     err = capsys.readouterr().err
     assert code == 2 and "fscale" in err and "differs" in err, err
+
+
+def test_checkpoint_eval_section_gives_the_defaults(tmp_path):
+    """eval.maxlen / shingle_hop / redux of the checkpoint's config are what evaluate uses unless the
+    command line says otherwise (they used to be validated and read by nothing)."""
+    import torch
+
+    from clews_pipe.evaluation.job import EvaluateJob, eval_defaults
+    from clews_pipe.retrieval.redux import Redux
+
+    ckpt, store, _, _ = _tiny_checkpoint_and_store(tmp_path)
+    payload = torch.load(ckpt, weights_only=True)
+    payload["config"]["eval"].update(maxlen=30.0, shingle_hop=10.0, redux="meanmin")
+    torch.save(payload, ckpt)
+    assert eval_defaults(ckpt).maxlen == 30.0 and eval_defaults(ckpt).redux == Redux("meanmin")
+    job = EvaluateJob.resolve(checkpoint=ckpt, store=store, out=tmp_path / "o", split="test", level="track")
+    assert (job.maxlen, job.cshop, job.qshop, job.redux) == (30.0, 10.0, 10.0, Redux("meanmin"))
+    forced = EvaluateJob.resolve(checkpoint=ckpt, store=store, out=tmp_path / "o", split="test", level="track",
+                                 maxlen=60.0, redux="min")
+    assert (forced.maxlen, forced.redux) == (60.0, Redux("min"))
+    out = tmp_path / "out"
+    assert main(["evaluate", "--checkpoint", str(ckpt), "--store", str(store), "--out", str(out), "--quiet"]) == 0
+    emb = load_embeddings(out / "embeddings.npz")
+    # 30 s = 300 frames at most; shingles of 200 frames every 100: track 2 (420 frames) -> starts 0, 100
+    assert (~emb.mask).sum(1).tolist() == [1, 2, 2, 1, 2]
+    assert json.loads((out / "metrics.json").read_text())["redux"] == "meanmin"

@@ -25,18 +25,18 @@ def evaluate(
     store: Optional[Path] = typer.Option(None, "--store", help="feature store (with --checkpoint)"),
     embeddings: Optional[Path] = typer.Option(None, "--embeddings", help="embeddings .npz instead of checkpoint + store"),
     split: str = typer.Option("test", "--split", help="partition of the store to evaluate"),
-    redux: str = typer.Option("bpwr-10", "--redux", help="track-level reduction: min, max, mean, meanmin, minmean, best-<r>, bpwr-<r>"),
+    redux: Optional[str] = typer.Option(None, "--redux", help="track-level reduction: min, max, mean, meanmin, minmean, best-<r>, bpwr-<r> (default: the checkpoint's eval.redux, else bpwr-10)"),
     level: str = typer.Option("track", "--level", help="track or segment"),
     taus: str = typer.Option("5,10,20,30,40,60,90", "--taus", help="segment level: query lengths in seconds"),
     out: Path = typer.Option(Path("eval-out"), "--out", help="output folder"),
     devices: int = typer.Option(1, "--devices", help="processes (CPU) or GPUs per node"),
     nodes: int = typer.Option(1, "--nodes", help="nodes"),
     accelerator: str = typer.Option("cpu", "--accelerator", help="cpu, gpu or auto"),
-    maxlen: float = typer.Option(600.0, "--maxlen", help="seconds of each track used (checkpoint path)"),
-    cslen: Optional[float] = typer.Option(None, "--cslen", help="candidate shingle length in s (default: the model's)"),
-    cshop: float = typer.Option(5.0, "--cshop", help="candidate shingle hop in s"),
+    maxlen: Optional[float] = typer.Option(None, "--maxlen", help="seconds of each track used (default: the checkpoint's eval.maxlen, else 600)"),
+    cslen: Optional[float] = typer.Option(None, "--cslen", help="candidate shingle length in s (default: eval.shingle_len, else the model's)"),
+    cshop: Optional[float] = typer.Option(None, "--cshop", help="candidate shingle hop in s (default: eval.shingle_hop, else 5)"),
     qslen: Optional[float] = typer.Option(None, "--qslen", help="track-level query shingle length in s (default: cslen)"),
-    qshop: float = typer.Option(5.0, "--qshop", help="query shingle hop in s"),
+    qshop: Optional[float] = typer.Option(None, "--qshop", help="query shingle hop in s (default: eval.shingle_hop, else 5)"),
     batch_size: int = typer.Option(32, "--batch-size", help="shingles per model call (checkpoint path)"),
     tile: int = typer.Option(512, "--tile", help="tracks per tile side (= Zarr chunk)"),
     memory_mb: float = typer.Option(256.0, "--memory-mb", help="memory budget of one block of segment distances"),
@@ -46,23 +46,16 @@ def evaluate(
 ) -> None:
     """Distance matrix + MAP / MR1 / NAR for a checkpoint on a store split, or for an embeddings file."""
     from clews_pipe.evaluation.distances import TileSettings
+    from clews_pipe.evaluation.job import EvaluateJob
     from clews_pipe.evaluation.protocols import run_on_ranks
-    from clews_pipe.retrieval.redux import Redux
 
-    if (embeddings is None) == (checkpoint is None and store is None):
-        raise ClewsError("give either --embeddings FILE or --checkpoint CKPT --store STORE")
-    if embeddings is None and (checkpoint is None or store is None):
-        raise ClewsError("--checkpoint and --store go together")
-    if level not in ("track", "segment"):
-        raise ClewsError(f"--level must be track or segment, not {level!r}")
-    redux = Redux.parse(redux)
-    tau_values = _floats(taus, "--taus") if level == "segment" else []
+    tau_values = tuple(_floats(taus, "--taus")) if level == "segment" else ()
     if export_wealy is not None and level != "track":
         raise ClewsError("--export-wealy writes the track-level matrix: use it with --level track")
     if tile < 1:
         raise ClewsError(f"--tile must be >= 1, got {tile}")
     settings = TileSettings(tile=tile, memory_mb=memory_mb)
-    job = _EvaluateJob(
+    job = EvaluateJob.resolve(
         checkpoint=checkpoint, store=store, embeddings=embeddings, split=split, redux=redux, level=level,
         taus=tau_values, out=out, settings=settings, maxlen=maxlen, cslen=cslen, cshop=cshop, qslen=qslen,
         qshop=qshop, batch_size=batch_size, trust=trust_checkpoint, progress=not quiet,
@@ -76,37 +69,6 @@ def evaluate(
         write_wealy(out / "distances.zarr", export_wealy, {"split": split, "checkpoint": str(checkpoint or ""), "embeddings": str(embeddings or "")})
         typer.echo(f"WEALY pickle: {export_wealy}")
     _print_result(result, out)
-
-
-class _EvaluateJob:
-    """The per-rank body (picklable: plain attributes only)."""
-
-    def __init__(self, **kw):
-        self.__dict__.update(kw)
-
-    def __call__(self, ctx):
-        from clews_pipe.evaluation.protocols import evaluate_segment_level, evaluate_track_level
-
-        emb = self._embeddings(ctx)
-        if self.level == "track":
-            return evaluate_track_level(emb, self.out, self.redux, ctx, self.settings, self.progress)
-        return evaluate_segment_level(emb, self.out, self.taus, ctx, self.settings, self.progress)
-
-    def _embeddings(self, ctx):
-        from clews_pipe.evaluation.embeddings import load_embeddings
-
-        if self.embeddings is not None:
-            return load_embeddings(self.embeddings)
-        from clews_pipe.evaluation.embed import EmbedSettings, embed_store
-
-        return embed_store(
-            self.checkpoint, self.store, self.split, Path(self.out) / "embeddings.npz",
-            EmbedSettings(
-                maxlen=self.maxlen, cslen=self.cslen, cshop=self.cshop, qslen=self.qslen, qshop=self.qshop,
-                taus=tuple(self.taus), batch_size=self.batch_size,
-            ),
-            ctx=ctx, trust=self.trust, progress=self.progress,
-        )
 
 
 def _print_result(result: dict, out: Path) -> None:

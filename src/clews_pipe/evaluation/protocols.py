@@ -9,7 +9,7 @@ segment pair). Each run writes ``distances.zarr``, ``metrics.json`` and ``metric
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
@@ -74,7 +74,7 @@ def evaluate_track_level(
     path = compute_distance_matrix(
         out_dir / "distances.zarr", zq, mq, emb.z, emb.mask, redux,
         query_track=emb.track, candidate_track=emb.track, query_clique=emb.clique, candidate_clique=emb.clique,
-        settings=_with_device(settings, ctx), rank=ctx.rank, world_size=ctx.world_size, barrier=ctx.barrier,
+        settings=replace(settings or TileSettings(), device=ctx.device), rank=ctx.rank, world_size=ctx.world_size, barrier=ctx.barrier,
         progress=progress, on_tile=on_tile,
     )
     if ctx.rank != 0:
@@ -107,7 +107,7 @@ def evaluate_segment_level(
         path = compute_distance_matrix(
             tau_dir / "distances.zarr", zq, mq, emb.z, emb.mask, SEGMENT_REDUX,
             query_track=emb.track, candidate_track=emb.track, query_clique=emb.clique, candidate_clique=emb.clique,
-            settings=_with_device(settings, ctx), rank=ctx.rank, world_size=ctx.world_size, barrier=ctx.barrier,
+            settings=replace(settings or TileSettings(), device=ctx.device), rank=ctx.rank, world_size=ctx.world_size, barrier=ctx.barrier,
             progress=progress,
         )
         if ctx.rank == 0:
@@ -124,11 +124,6 @@ def evaluate_segment_level(
 
     plot_segment_level(rows, out_dir / "segment_level.png")
     return result
-
-
-def _with_device(settings: TileSettings | None, ctx: RankContext) -> TileSettings:
-    settings = settings or TileSettings()
-    return TileSettings(tile=settings.tile, memory_mb=settings.memory_mb, device=ctx.device)
 
 
 def run_on_ranks(fn: Callable[[RankContext], object], devices: int = 1, nodes: int = 1, accelerator: str = "cpu",

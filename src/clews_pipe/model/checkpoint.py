@@ -3,7 +3,7 @@
 Our checkpoint format is a dict::
 
     {"model": state_dict, "config": plain dict of the full TrainConfig, "epoch": int,
-     optional "optimizer", "scheduler", "rng", "metrics"}
+     optional "optimizer", "scheduler", "best", "metrics"}
 
 holding only tensors and plain Python containers/scalars, so it loads with
 ``torch.load(weights_only=True)``. (Store RNG states as tensors / ints / tuples, not numpy arrays.)
@@ -19,6 +19,7 @@ import collections
 import pickle
 import re
 import typing
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -67,21 +68,23 @@ def _refused_global(message: str) -> str | None:
     return match.group(0) if match else None
 
 
-def load_checkpoint(path: str | Path, trust: bool = False) -> dict:
+def load_checkpoint(path: str | Path, trust: bool = False, mmap: bool = False) -> dict:
     """Load a checkpoint (ours or a published one) onto the CPU.
 
+    ``mmap``: map the tensors instead of reading them (cheap when only the config is needed).
     Without ``trust`` it is a weights-only load allowing exactly :data:`OFFICIAL_SAFE_GLOBALS`;
     anything else is refused with a :class:`ClewsError` naming ``--trust-checkpoint``.
     """
     path = Path(path)
     if not path.is_file():
         raise ClewsError(f"{path}: checkpoint file not found")
+    mmap = mmap and zipfile.is_zipfile(path)  # only torch's zip format can be mapped
     try:
         if trust:
-            payload = torch.load(path, map_location="cpu", weights_only=False)
+            payload = torch.load(path, map_location="cpu", weights_only=False, mmap=mmap)
         else:
             with torch.serialization.safe_globals(OFFICIAL_SAFE_GLOBALS):
-                payload = torch.load(path, map_location="cpu", weights_only=True)
+                payload = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as exc:
         refused = _refused_global(str(exc))
         if refused is None:

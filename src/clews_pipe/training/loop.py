@@ -210,11 +210,8 @@ def _train_on_rank(fabric, conf: DictConfig, out: Path) -> list[dict]:
                 "best": best,
                 "config": OmegaConf.to_container(conf, resolve=True),
                 "metrics": row,
-                "rng": {
-                    "torch": torch.get_rng_state(),
-                    "numpy": torch.from_numpy(np.random.get_state()[1].astype(np.int64)),
-                    "epoch_seed": seed,
-                },
+                # no RNG state: every epoch reseeds torch, the augmentation generator and the
+                # sampler from (training.seed, epoch, rank), so a resume is bit-identical without one
             }
             save_checkpoint(last_path, state)
             if is_best:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -291,14 +290,3 @@ class FeatureStore:
         from clews_pipe.features.store.verify import verify_store
 
         return verify_store(self)
-
-
-def data_path(store: FeatureStore, part: str) -> Path:
-    return store.root / layout.PARTS_DIR / part / store.manifest(part)["data_file"]
-
-
-def file_size(path: Path) -> int | None:
-    try:
-        return os.path.getsize(path)
-    except OSError:
-        return None
