@@ -19,7 +19,7 @@ import re
 import uuid
 from pathlib import Path
 
-from clews_pipe.atomic import TEMP_MARK
+from clews_pipe.atomic import TEMP_MARK, fsync_dir
 from clews_pipe.errors import ClewsError
 
 FORMAT_NAME = "clews-pipe-feature-store"
@@ -102,19 +102,6 @@ def fsync_tree(directory: Path) -> None:
             finally:
                 os.close(fd)
         fsync_dir(Path(dirpath))
-
-
-def fsync_dir(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def tree_bytes(directory: Path) -> int:
