@@ -25,9 +25,16 @@ def register(app: typer.Typer) -> None:
         store: Optional[Path] = typer.Option(None, "--store", help="Feature store (sets data.store)."),
         out: Path = typer.Option(..., "--out", help="Run directory: config, checkpoints, metrics.csv, TensorBoard logs."),
     ) -> None:
+        from clews_pipe.errors import ClewsError
         from clews_pipe.model.run_config import load_train_config
         from clews_pipe.training.loop import train
 
+        if "=" in str(config) and not Path(config).exists():  # the published train.py form
+            given = dict(str(x).partition("=")[::2] for x in [str(config), *(overrides or [])] if "=" in str(x))
+            raise ClewsError(
+                f"'{config}' is the published train.py form; clews-pipe takes "
+                f"'clews-pipe train {given.get('conf', 'CONFIG.yaml')} --store STORE --out {given.get('jobname', 'RUN_DIR')} [key=value ...]'"
+            )
         items = list(overrides or [])
         if store is not None:
             items.append(f"data.store={store}")

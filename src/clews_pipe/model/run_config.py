@@ -206,6 +206,27 @@ def validate_train_config(conf: DictConfig, where: str = "config", require_store
             raise ClewsError(f"{where}: config key '{key}': {exc}") from None
 
 
+#: keys of the published CLEWS code (sony/clews train.py) and what clews-pipe calls them
+PUBLISHED_KEYS = {
+    "fabric.ngpus": "fabric.devices",
+    "fabric.nnodes": "fabric.nodes",
+    "fabric.nodes_rank": None,  # Slurm / Fabric give the node rank; nothing to set
+    "jobname": "--out RUN_DIR",
+    "conf": "the CONFIG argument",
+}
+
+
+def published_key_hint(overrides: Sequence[str]) -> None:
+    """ClewsError naming the clews-pipe form when an override uses a published code's key."""
+    for item in overrides:
+        key = str(item).partition("=")[0].strip()
+        if key in PUBLISHED_KEYS:
+            ours = PUBLISHED_KEYS[key]
+            if ours is None:
+                raise ClewsError(f"override '{item}': the published code's {key} is not needed (taken from Slurm/Fabric)")
+            raise ClewsError(f"override '{item}': the published code's {key} is {ours} in clews-pipe")
+
+
 def load_train_config(
     path: str | Path | None = None,
     overrides: Sequence[str] = (),
@@ -217,6 +238,7 @@ def load_train_config(
 
     Raises :class:`ClewsError` with one line for an unknown key, a wrong type or a bad value.
     """
+    published_key_hint(overrides)
     conf = load_config(TrainConfig, path, overrides, base=base)
     validate_train_config(conf, where=str(path) if path is not None else "config", require_store=require_store)
     return conf
