@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEMO_DIR ?= demo-run
 
-.PHONY: venv test test-all demo bench clean
+.PHONY: venv browser test test-all demo bench clean
 
 venv: $(STAMP)
 
@@ -16,7 +16,13 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
-test: $(STAMP)
+# Debian's chromium renders the evaluation report in tests/test_report.py (installed when root).
+browser:
+	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+	  (apt-get install -y -q chromium >/dev/null 2>&1 || (apt-get update -q >/dev/null && apt-get install -y -q chromium >/dev/null)); } || \
+	  echo "chromium not installed (not root?): the browser test of the report will skip"
+
+test: $(STAMP) browser
 	$(BIN)/python -m pytest
 
 test-all: $(STAMP)
