@@ -29,7 +29,7 @@ def test_embed_fixture_matches_published(official_tiny, tmp_path, capsys):
     code = main(["embed", str(OFFICIAL), str(FIXTURE / "input.flac"), "--out", str(out), "--hop", "5", "--len", "20",
                  "--batch", "3", "--quiet"])
     assert code == 0, capsys.readouterr().err
-    data = np.load(out / "input.npz")
+    data = np.load(out / "input.flac.npz")
     expected = np.load(FIXTURE / "embedding.npy")
     assert data["z"].shape == expected.shape == (7, 48) and data["z"].dtype == np.float32
     assert np.abs(data["z"] - expected).max() <= EMBED_ATOL
@@ -67,7 +67,7 @@ def test_embed_mixed_containers_mirror_tree_and_skip_broken(official_tiny, mixed
     captured = capsys.readouterr()
     assert code == 0, captured.err
     written = sorted(p.relative_to(out).as_posix() for p in out.rglob("*.npz"))
-    assert written == ["a/b/three.npz", "a/two.npz", "c/four.npz", "one.npz"]
+    assert written == ["a/b/three.ogg.npz", "a/two.flac.npz", "c/four.mp3.npz", "one.wav.npz"]
     skipped = [line for line in captured.err.splitlines() if line.startswith("skipped")]
     assert len(skipped) == 1 and str(mixed_tree / "c" / "broken.mp3") in skipped[0]
     assert "embedded 4 of 5" in captured.out
@@ -78,7 +78,7 @@ def test_embed_mixed_containers_mirror_tree_and_skip_broken(official_tiny, mixed
         wave = decode_audio(mixed_tree / rel).waveform
         with torch.no_grad():
             expected = model.embed(model.prepare(torch.from_numpy(wave)[None], 20, 5))[0].numpy()
-        got = load_file_embedding(out / Path(rel).with_suffix(".npz"))
+        got = load_file_embedding(out / f"{rel}.npz")
         n_expected = max(int(np.ceil((seconds - 20) / 5)), 0) + 1  # 1 for the short files, 3 for 27 s
         assert got.z.shape == (n_expected, 48) == expected.shape
         assert np.abs(got.z - expected).max() <= PACKING_ATOL
@@ -109,8 +109,36 @@ def test_no_audio_and_missing_path_are_one_line_errors(official_tiny, tmp_path, 
     assert "no such file or folder" in capsys.readouterr().err
 
 
-def test_output_names_keep_extension_only_on_clash(tmp_path):
+def test_output_names_are_the_input_name_plus_npz(tmp_path):
     for name in ("a.wav", "a.mp3", "b.flac"):
         (tmp_path / name).write_bytes(b"x")
     jobs = collect_audio_jobs([tmp_path])
-    assert sorted(j.relative_out.as_posix() for j in jobs) == ["a.mp3.npz", "a.wav.npz", "b.npz"]
+    assert sorted(j.relative_out.as_posix() for j in jobs) == ["a.mp3.npz", "a.wav.npz", "b.flac.npz"]
+    (tmp_path / "a.mp3").unlink()  # what else is in the folder does not change a name
+    assert sorted(j.relative_out.as_posix() for j in collect_audio_jobs([tmp_path])) == ["a.wav.npz", "b.flac.npz"]
+
+
+@pytest.mark.parametrize("batch", ["1", "2", "32"])
+def test_broken_file_among_good_ones_is_skipped_not_an_empty_output(official_tiny, tmp_path, capsys, batch):
+    """Files that do not decode (no samples; garbage), between files whose shingles are still queued,
+    are reported and counted as skipped; they never become (0, D) outputs (index build tripped on
+    those). Output names are the input's name plus .npz, whatever else is in the folder."""
+    tree = tmp_path / "in"
+    tree.mkdir()
+    sf.write(tree / "a.wav", _tone(4.0, 220.0), 22050)
+    sf.write(tree / "b.wav", np.zeros(0), 22050)  # a valid header, no samples
+    sf.write(tree / "c.wav", _tone(4.0, 330.0), 22050)
+    (tree / "d.mp3").write_bytes(b"ID3 this is not an mp3 stream at all" * 20)
+    sf.write(tree / "e.wav", _tone(4.0, 440.0), 22050)
+    out = tmp_path / "emb"
+    code = main(["embed", str(official_tiny / "checkpoint_best.ckpt"), str(tree), "--out", str(out),
+                 "--batch", batch, "--quiet"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    written = sorted(p.relative_to(out).as_posix() for p in out.rglob("*.npz"))
+    assert written == ["a.wav.npz", "c.wav.npz", "e.wav.npz"], written
+    for path in out.rglob("*.npz"):
+        assert load_file_embedding(path).z.shape[0] >= 1
+    assert "embedded 3 of 5 file(s)" in captured.out and "2 skipped" in captured.out
+    skipped = sorted(line.split(":")[0] for line in captured.err.splitlines() if line.startswith("skipped"))
+    assert skipped == [f"skipped {tree / 'b.wav'}", f"skipped {tree / 'd.mp3'}"]

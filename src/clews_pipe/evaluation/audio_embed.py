@@ -66,9 +66,9 @@ class EmbedReport:
 # --------------------------------------------------------------------------------------- inputs
 def collect_audio_jobs(paths: Iterable[str | Path]) -> list[AudioJob]:
     """Files and folders (walked recursively, audio extensions only) → jobs whose output paths
-    mirror each folder's tree (a named file goes to the top level). The output name is the input's
-    stem + ``.npz``; inputs that would share one (``a.wav`` + ``a.mp3``) keep their extension
-    (``a.wav.npz``). Missing paths or an empty result → :class:`ClewsError`."""
+    mirror each folder's tree (a named file goes to the top level). The output name is always the
+    input's name + ``.npz`` (``a.wav`` → ``a.wav.npz``), whatever else is in the folder. Missing
+    paths or an empty result → :class:`ClewsError`."""
     found: list[tuple[Path, Path]] = []
     for raw in paths:
         path = Path(raw)
@@ -81,14 +81,10 @@ def collect_audio_jobs(paths: Iterable[str | Path]) -> list[AudioJob]:
             raise ClewsError(f"{path}: no such file or folder")
     if not found:
         raise ClewsError(f"no audio files found in {', '.join(str(p) for p in paths) or '(no paths)'}")
-    by_stem: dict[Path, int] = {}
-    for _, rel in found:
-        key = rel.with_suffix("")
-        by_stem[key] = by_stem.get(key, 0) + 1
     jobs: list[AudioJob] = []
     taken: dict[Path, Path] = {}
     for source, rel in found:
-        out = rel.with_suffix(".npz") if by_stem[rel.with_suffix("")] == 1 else rel.with_name(rel.name + ".npz")
+        out = rel.with_name(rel.name + ".npz")
         if out in taken:
             raise ClewsError(f"{source} and {taken[out]} would both be written to {out}; embed them separately")
         taken[out] = source
@@ -214,6 +210,7 @@ def iter_file_embeddings(
             queued, n_queued = ([rest] if rest.shape[0] else []), int(rest.shape[0])
             z = model.embed(take[None])[0].float().cpu().numpy()
             while z.shape[0]:  # hand the rows back to their files, in order
+                _release_failures(pending, ready)  # a failed file between two good ones gets no rows
                 entry = pending[0]
                 k = min(entry.n_shingles - entry.done, z.shape[0])
                 entry.parts.append(z[:k])
