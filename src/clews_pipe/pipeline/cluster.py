@@ -181,6 +181,7 @@ class SlurmWatch:
     def cluster_class(self):
         from dask_jobqueue import SLURMCluster
         from dask_jobqueue.slurm import SLURMJob
+        from distributed.core import Status
 
         watch = self
 
@@ -188,9 +189,15 @@ class SlurmWatch:
             async def start(self):
                 try:
                     await super().start()
-                except Exception as exc:  # sbatch refused the job: recorded, checked by the driver
+                except Exception as exc:
+                    # sbatch refused the job: recorded for the driver's check, which stops the run
+                    # with one line. Marked as started (with no job id, so closing it cancels
+                    # nothing) so that SpecCluster neither resubmits it in a loop nor logs a
+                    # traceback per attempt.
                     watch.failures.append(_first_line(exc))
-                    raise
+                    self.job_id = None
+                    self.status = Status.running
+                    return
                 if self.job_id and self.job_id not in watch.job_ids:
                     watch.job_ids.append(self.job_id)
 
