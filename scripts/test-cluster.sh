@@ -83,11 +83,14 @@ JobRequeue=1
 MinJobAge=86400
 KillWait=30
 InactiveLimit=0
+# a test cluster: look at pending jobs every few seconds (the default is every 60 s)
+SchedulerParameters=sched_interval=2,bf_interval=2
 NodeName=node1 NodeHostname=localhost NodeAddr=127.0.0.1 Port=$((CTLD_PORT + 1)) CPUs=$cpus RealMemory=$mem_mb State=UNKNOWN
 NodeName=node2 NodeHostname=localhost NodeAddr=127.0.0.1 Port=$((CTLD_PORT + 2)) CPUs=$cpus RealMemory=$mem_mb State=UNKNOWN
 PartitionName=debug Nodes=node[1-2] Default=YES MaxTime=INFINITE State=UP OverSubscribe=NO
 EOF
-  if [ -f "$CONF" ] && cmp -s "$CONF" "$CONF.new"; then rm -f "$CONF.new"; else mv "$CONF.new" "$CONF"; fi
+  CHANGED=0
+  if [ -f "$CONF" ] && cmp -s "$CONF" "$CONF.new"; then rm -f "$CONF.new"; else mv "$CONF.new" "$CONF"; CHANGED=1; fi
   export SLURM_CONF=$CONF
 }
 
@@ -123,7 +126,10 @@ add_hosts() {
 }
 
 start_slurmctld() {
-  if alive "$(pid_of "$DIR/run/slurmctld.pid")"; then return; fi
+  if alive "$(pid_of "$DIR/run/slurmctld.pid")"; then
+    if [ "${CHANGED:-0}" = 1 ]; then scontrol reconfigure >/dev/null; fi
+    return
+  fi
   # -i: ignore state files that do not match (a crashed earlier run), keep what can be read
   slurmctld -i
   for _ in $(seq 100); do

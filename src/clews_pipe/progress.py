@@ -35,6 +35,10 @@ def log_interval() -> float:
     return value if value > 0 else DEFAULT_SECONDS
 
 
+def _plural(unit: str) -> str:
+    return unit + ("es" if unit.endswith(("ch", "sh", "s", "x")) else "s")
+
+
 class PlainProgress:
     """A progress report as plain lines (no carriage returns, no escape codes)."""
 
@@ -60,10 +64,10 @@ class PlainProgress:
     def _line(self, note: str = "") -> None:
         elapsed = time.monotonic() - self.started
         if self.total:
-            done = f"{self.n}/{self.total} {self.unit}s ({100.0 * self.n / self.total:.0f}%)"
+            done = f"{self.n}/{self.total} {_plural(self.unit)} ({100.0 * self.n / self.total:.0f}%)"
             eta = f", ETA {(self.total - self.n) * elapsed / self.n:.0f} s" if 0 < self.n < self.total else ""
         else:
-            done, eta = f"{self.n} {self.unit}s", ""
+            done, eta = f"{self.n} {_plural(self.unit)}", ""
         text = f"[{time.strftime('%H:%M:%S')}] {self.desc}: {done}, {elapsed:.1f} s{eta}"
         if self.postfix:
             text += f", {self.postfix}"

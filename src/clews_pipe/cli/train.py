@@ -28,6 +28,9 @@ def register(app: typer.Typer) -> None:
         store: Optional[Path] = typer.Option(None, "--store", help="Feature store (sets data.store)."),
         out: Path = typer.Option(..., "--out", help="Run directory: config, checkpoints, metrics.csv, TensorBoard logs."),
     ) -> None:
+        from clews_pipe.training import stop
+
+        stop.install()  # before the heavy imports: a SLURM signal during start-up is a stop request
         from clews_pipe.training import loop
         from clews_pipe.training.config import load_train_config
 

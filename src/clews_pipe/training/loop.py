@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import csv
 import math
-import signal
 import time
 from pathlib import Path
 from typing import Any
@@ -43,33 +42,11 @@ LAST_NAME = "checkpoint_last.ckpt"
 BEST_NAME = "checkpoint_best.ckpt"
 
 
-# set by the signal handlers installed in ``train``; read at every step boundary
-_stop_requested: int = 0
-STOP_SIGNAL: str | None = None
-STOP_SIGNALS = ("SIGUSR1", "SIGTERM")
-
-
-def _request_stop(signum, _frame) -> None:
-    global _stop_requested
-    _stop_requested = int(signum)
+STOP_SIGNAL: str | None = None  # the signal that stopped the last ``train`` call early (None: it did not)
 
 
 class _StopTraining(Exception):
     """Every rank agreed to stop at this step boundary (a stop signal reached at least one)."""
-
-
-def _install_stop_handlers() -> dict:
-    """SIGUSR1/SIGTERM → stop at the next step boundary; returns the previous handlers."""
-    previous = {}
-    for name in STOP_SIGNALS:
-        sig = getattr(signal, name, None)
-        if sig is None:
-            continue
-        try:
-            previous[sig] = signal.signal(sig, _request_stop)
-        except ValueError:  # not the main thread: no handlers (the loop still runs)
-            pass
-    return previous
 
 
 def rank_zero_print(fabric, text: str) -> None:
@@ -142,15 +119,17 @@ def train(conf: DictConfig, out_dir: str | Path) -> list[dict]:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise ClewsError(f"{out}: cannot create the run directory ({exc.strerror})") from None
-    global _stop_requested, STOP_SIGNAL
-    _stop_requested, STOP_SIGNAL = 0, None
-    previous = _install_stop_handlers()
+    from clews_pipe.training import stop
+
+    global STOP_SIGNAL
+    STOP_SIGNAL = None
+    previous = stop.install()  # the CLI installed them already; a signal received since stays requested
     try:
         fabric = make_fabric(conf.fabric, loggers=[TensorBoardLogger(root_dir=str(out), name="tensorboard")])
         return fabric.launch(_train_on_rank, conf, out)
     finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+        stop.reset()
+        stop.restore(previous)
 
 
 def _train_on_rank(fabric, conf: DictConfig, out: Path) -> list[dict]:
@@ -159,6 +138,7 @@ def _train_on_rank(fabric, conf: DictConfig, out: Path) -> list[dict]:
     from clews_pipe.features.store import open_store
     from clews_pipe.training.checkpoint import load_checkpoint, save_checkpoint
     from clews_pipe.training.model import CLEWS
+    from clews_pipe.training import stop
     from clews_pipe.training.validate import validate
 
     tconf = conf.training
@@ -233,7 +213,7 @@ def _train_on_rank(fabric, conf: DictConfig, out: Path) -> list[dict]:
             stats = _train_epoch(fabric, model, optimizer, train_loader, augment, generator, conf, epoch)
         except _StopTraining:
             global STOP_SIGNAL
-            STOP_SIGNAL = signal.Signals(_stop_requested).name if _stop_requested else "signal"
+            STOP_SIGNAL = stop.name() or "signal"
             rank_zero_print(
                 fabric,
                 f"stopped by {STOP_SIGNAL} during epoch {epoch + 1}: {last_path if epoch else 'nothing'} "
@@ -298,6 +278,7 @@ def _train_epoch(fabric, model, optimizer, loader, augment, generator, conf: Dic
     """One pass over this rank's batches; returns the all-reduced
     ``[loss sum, steps, segments, data-wait seconds, train seconds]`` over ranks."""
     from clews_pipe.progress import progress_bar
+    from clews_pipe.training import stop as stop_request
     from clews_pipe.training.loss import loss_from_config
 
     tconf = conf.training
@@ -331,11 +312,11 @@ def _train_epoch(fabric, model, optimizer, loader, augment, generator, conf: Dic
             # Every rank checks the mean over ranks, so all stop together and none waits in backward;
             # the same all-reduce carries the stop request (a signal that reached any rank).
             if fabric.world_size > 1:
-                flags = torch.tensor([value, 1.0 if _stop_requested else 0.0], dtype=torch.float64, device=fabric.device)
+                flags = torch.tensor([value, 1.0 if stop_request.requested else 0.0], dtype=torch.float64, device=fabric.device)
                 flags = fabric.all_reduce(flags, reduce_op="sum")
                 everywhere, stop = float(flags[0]) / fabric.world_size, float(flags[1]) > 0
             else:
-                everywhere, stop = value, bool(_stop_requested)
+                everywhere, stop = value, bool(stop_request.requested)
             if stop:
                 raise _StopTraining()
             _check_finite(everywhere, "training loss", epoch + 1, steps)
