@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEMO_DIR ?= demo-run
 
-.PHONY: venv browser test test-all demo bench clean
+.PHONY: venv browser test test-all test-cluster cluster-up cluster-down demo bench clean
 
 venv: $(STAMP)
 
@@ -26,7 +26,17 @@ test: $(STAMP) browser
 	$(BIN)/python -m pytest
 
 test-all: $(STAMP)
-	$(BIN)/python -m pytest -m ''
+	$(BIN)/python -m pytest -m 'not cluster'
+
+# Real Slurm: a two-node cluster on this machine (scripts/test-cluster.sh; installs slurm-wlm + munge
+# with apt-get when root), the sbatch templates and `extract --cluster slurm` run on it, then it is
+# stopped again (unless it was already up). Skips with one line where root/packages cannot be had.
+test-cluster: $(STAMP)
+	$(BIN)/python -m pytest -m cluster tests/cluster -p no:cacheprovider -rs
+cluster-up:
+	scripts/test-cluster.sh up
+cluster-down:
+	scripts/test-cluster.sh down
 
 # The whole pipeline on a synthetic corpus: corpus -> extract -> train -> evaluate (track + segment level).
 DEMO_CLIQUES ?= 80

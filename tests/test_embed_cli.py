@@ -1,6 +1,5 @@
 """``clews-pipe embed``: the published fixture's embeddings, mixed containers, broken files, batching."""
 
-from pathlib import Path
 
 import numpy as np
 import pytest

@@ -42,6 +42,8 @@ def extract(
     with ExtractProgress(enabled=bool(conf.progress)) as progress:
         summary = run_extract(conf, on_start=progress.start, on_part=progress.part_done)
     print_summary(summary)
+    if summary["parts"] == 0 and summary["already_done"] and not summary["missing_recorded"]:
+        typer.echo(f"nothing to do: all {summary['already_done']} catalog tracks are already in {summary['store']}")
     if summary["lost_parts"]:
         raise typer.Exit(1)
 

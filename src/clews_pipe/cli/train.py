@@ -7,6 +7,8 @@ from typing import List, Optional
 
 import typer
 
+STOPPED_EXIT = 75  # EX_TEMPFAIL: stopped by a signal at a step boundary; rerun the same command to resume
+
 
 def register(app: typer.Typer) -> None:
     @app.command(
@@ -16,7 +18,8 @@ def register(app: typer.Typer) -> None:
             "Train CLEWS on a feature store with Lightning Fabric (DDP over fabric.devices × fabric.nodes). "
             "Running the same command again on RUNDIR resumes at the next epoch. "
             "Example: clews-pipe train configs/dvi-clews.yaml --store dvi.store --out runs/dvi "
-            "fabric.devices=4 fabric.nodes=2"
+            "fabric.devices=4 fabric.nodes=2. "
+            "SIGUSR1/SIGTERM stop it at the next step (exit status 75); the same command resumes."
         ),
     )
     def train_command(
@@ -26,8 +29,11 @@ def register(app: typer.Typer) -> None:
         out: Path = typer.Option(..., "--out", help="Run directory: config, checkpoints, metrics.csv, TensorBoard logs."),
     ) -> None:
         from clews_pipe.errors import ClewsError
+        from clews_pipe.training import stop
+
+        stop.install()  # before the heavy imports: a SLURM signal during start-up is a stop request
         from clews_pipe.model.run_config import load_train_config
-        from clews_pipe.training.loop import train
+        from clews_pipe.training import loop
 
         if "=" in str(config) and not Path(config).exists():  # the published train.py form
             given = dict(str(x).partition("=")[::2] for x in [str(config), *(overrides or [])] if "=" in str(x))
@@ -39,4 +45,6 @@ def register(app: typer.Typer) -> None:
         if store is not None:
             items.append(f"data.store={store}")
         conf = load_train_config(config, items, require_store=True)
-        train(conf, out)
+        loop.train(conf, out)
+        if loop.STOP_SIGNAL is not None:
+            raise typer.Exit(STOPPED_EXIT)

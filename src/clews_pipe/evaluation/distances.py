@@ -183,9 +183,9 @@ def compute_distance_matrix(
         todo.extend((qi, ci) for ci in range(first_col, n_tc) if not done_row[ci])
     bar = None
     if progress and rank == 0 and todo:
-        from tqdm.auto import tqdm
+        from clews_pipe.progress import progress_bar
 
-        bar = tqdm(total=len(todo), desc=f"distances ({redux}, rank 0 of {world_size})", unit="tile")
+        bar = progress_bar(total=len(todo), desc=f"distances ({redux}, rank 0 of {world_size})", unit="tile")
     for qi, ci in todo:
         q0, q1 = qi * tile, min(n_q, (qi + 1) * tile)
         c0, c1 = ci * tile, min(n_c, (ci + 1) * tile)

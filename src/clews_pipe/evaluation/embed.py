@@ -113,9 +113,9 @@ def embed_store(ckpt, store_path, split: str, out_file, settings: EmbedSettings,
         per_kind[f"tau_{tau}"] = []
     iterator = mine
     if progress and ctx.rank == 0:
-        from tqdm.auto import tqdm
+        from clews_pipe.progress import progress_bar
 
-        iterator = tqdm(mine, desc=f"embed {split} (rank 0 of {ctx.world_size})", unit="track")
+        iterator = progress_bar(mine, desc=f"embed {split} (rank 0 of {ctx.world_size})", unit="track")
     chunk: list[int] = []
     for pos, i in enumerate(iterator):
         chunk.append(i)

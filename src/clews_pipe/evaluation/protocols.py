@@ -145,8 +145,11 @@ def run_on_ranks(fn: Callable[[RankContext], object], devices: int = 1, nodes: i
     fabric = Fabric(accelerator=accelerator, devices=devices, num_nodes=nodes, strategy=strategy)
 
     def ranked(fab):
-        if fab.device.type == "cpu":  # share the cores between the local ranks
-            torch.set_num_threads(max(1, (os.cpu_count() or 1) // max(1, fab.world_size // max(1, nodes))))
+        if fab.device.type == "cpu":  # the allocation's CPUs (SLURM_CPUS_PER_TASK / OMP_NUM_THREADS), not the machine's
+            from clews_pipe.resources import threads_per_rank
+
+            under_srun = "SLURM_STEP_ID" in os.environ and "SLURM_PROCID" in os.environ
+            torch.set_num_threads(threads_per_rank(max(1, fab.world_size // max(1, nodes)), under_srun))
         ctx = RankContext(rank=fab.global_rank, world_size=fab.world_size, barrier=fab.barrier, device=str(fab.device))
         return fn(ctx)
 

@@ -24,21 +24,29 @@ CQT_IMPLS = ("trimmed", "nnaudio")
 
 @dataclass
 class SlurmSettings:
-    """dask-jobqueue ``SLURMCluster`` arguments (one SLURM job hosts ``processes`` Dask workers)."""
+    """dask-jobqueue ``SLURMCluster`` arguments (one SLURM job hosts ``processes`` Dask workers).
 
-    queue: Optional[str] = None  # partition (#SBATCH -p)
+    A key left null here is taken from the site's dask-jobqueue configuration
+    (``jobqueue.slurm.*`` in ~/.config/dask/jobqueue.yaml or DASK_JOBQUEUE__SLURM__...), and only
+    where the site sets nothing from the fallback in ``SLURM_FALLBACKS``.
+    """
+
+    queue: Optional[str] = None  # partition (#SBATCH -p); null: the site's or the cluster's default
     account: Optional[str] = None  # #SBATCH -A
-    cores: int = 16  # cores per SLURM job
-    processes: int = 16  # Dask worker processes per job (each single-threaded when == cores)
-    memory: str = "32GB"  # memory per SLURM job
-    walltime: str = "04:00:00"
+    cores: Optional[int] = None  # cores per SLURM job (fallback 16)
+    processes: Optional[int] = None  # Dask worker processes per job (fallback: = cores, single-threaded)
+    memory: Optional[str] = None  # memory per SLURM job (fallback 32GB)
+    walltime: Optional[str] = None  # fallback 04:00:00
     jobs: int = 4  # number of SLURM jobs to start (cluster.scale(jobs=...))
-    job_extra_directives: list[str] = field(default_factory=list)  # extra "#SBATCH ..." flags
-    job_script_prologue: list[str] = field(default_factory=list)  # e.g. "source venv/bin/activate"
+    job_extra_directives: Optional[list[str]] = None  # extra "#SBATCH ..." flags
+    job_script_prologue: Optional[list[str]] = None  # e.g. "module load ...", "source venv/bin/activate"
     local_directory: Optional[str] = None  # node-local scratch for worker spill files
     log_directory: Optional[str] = None  # where the SLURM jobs write their logs
     interface: Optional[str] = None  # network interface of the workers (e.g. "ib0")
-    python: Optional[str] = None  # python executable on the nodes (default: this one)
+    scheduler_interface: Optional[str] = None  # of the scheduler, on this host (e.g. "eth0"); null: default route
+    python: Optional[str] = None  # python executable on the nodes (default: the site's, else this one)
+    start_timeout: float = 600.0  # seconds to wait for the first worker to connect (queue wait included)
+    check_seconds: float = 5.0  # how often the worker jobs are checked (squeue) while waiting and running
 
 
 @dataclass
@@ -60,7 +68,9 @@ class ExtractConfig:
     torch_threads: int = 1  # torch.set_num_threads inside each task
     cqt_impl: str = "trimmed"  # trimmed (nnAudio kernels cut to their support, ~5x faster) | nnaudio
     retries: int = 2  # a part whose worker dies is recomputed this many times
-    progress: bool = True  # show a progress bar on the terminal
+    progress: bool = True  # show a progress bar on the terminal (plain periodic lines when not a terminal)
+    wait_workers: int = 0  # with `scheduler`: wait until this many workers are connected before planning parts
+    wait_timeout: float = 600.0  # seconds to wait for them (then one error line)
     slurm: SlurmSettings = field(default_factory=SlurmSettings)
 
 
@@ -79,9 +89,18 @@ def _check(conf: DictConfig) -> DictConfig:
     for key in ("max_parts", "workers", "retries"):
         if conf[key] < 0:
             raise ClewsError(f"config key '{key}': must be >= 0, got {conf[key]}")
+    if conf.wait_workers < 0:
+        raise ClewsError(f"config key 'wait_workers': must be >= 0, got {conf.wait_workers}")
+    for key in ("wait_timeout",):
+        if conf[key] <= 0:
+            raise ClewsError(f"config key '{key}': must be > 0, got {conf[key]}")
+    for key in ("start_timeout", "check_seconds"):
+        if conf.slurm[key] <= 0:
+            raise ClewsError(f"config key 'slurm.{key}': must be > 0, got {conf.slurm[key]}")
     if conf.max_seconds <= 0:
         raise ClewsError(f"config key 'max_seconds': must be > 0, got {conf.max_seconds}")
-    if conf.slurm.processes < 1 or conf.slurm.cores < conf.slurm.processes:
+    cores, processes = conf.slurm.cores, conf.slurm.processes
+    if cores is not None and processes is not None and (processes < 1 or cores < processes):
         raise ClewsError(
             f"config key 'slurm.processes': need 1 <= processes <= cores "
             f"(got processes={conf.slurm.processes}, cores={conf.slurm.cores})"

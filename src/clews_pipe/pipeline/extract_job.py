@@ -302,8 +302,10 @@ def expected_workers(conf: DictConfig, client) -> int:
     """How many workers the job will have: a started LocalCluster's, SLURM's jobs × processes,
     or what a running scheduler reports now (at least 1)."""
     if not conf.scheduler and conf.cluster == "slurm":
-        return int(conf.slurm.jobs) * int(conf.slurm.processes)
-    return max(1, len(client.scheduler_info().get("workers", {})))
+        from clews_pipe.pipeline.cluster import slurm_processes
+
+        return int(conf.slurm.jobs) * slurm_processes(conf)
+    return max(1, int(conf.wait_workers or 0), len(client.scheduler_info().get("workers", {})))
 
 
 def effective_part_size(n_tracks: int, part_size: int, n_workers: int, parts_per_worker: int = 2) -> int:
@@ -332,6 +334,21 @@ def _run_parts(conf: DictConfig, store_path: str, pending: pd.DataFrame, tag: st
         summary["processing_seconds"] = time.perf_counter() - processing_started
 
 
+def _completed(pending, client, check):
+    """The futures of ``pending`` (an ``as_completed``) as they finish; between them ``check(client)``
+    may raise (the cluster lost every worker job), which ends the wait with one error line."""
+    if check is None:
+        yield from pending
+        return
+    while not pending.is_empty():
+        batch = pending.next_batch(block=False)
+        if not batch:
+            check(client)
+            time.sleep(0.2)
+            continue
+        yield from batch
+
+
 def _process_parts(client, conf: DictConfig, store_path: str, parts: list[list[dict]], tag: str, cqt_params: "CQTParams",
                    summary: dict, on_part: Optional[Callable[[dict], None]]) -> None:
     from distributed import as_completed
@@ -348,7 +365,8 @@ def _process_parts(client, conf: DictConfig, store_path: str, parts: list[list[d
     }
     settings = [dict(base, part_name=name) for name in names]
     futures = client.map(extract_part, parts, settings, key=names, pure=False, retries=int(conf.retries))
-    for future in as_completed(futures):
+    check = getattr(client, "clews_check", None)
+    for future in _completed(as_completed(futures), client, check):
         if future.status != "finished":
             summary["lost_parts"].append({"part": future.key, "error": _one_line(future.exception())})
             continue

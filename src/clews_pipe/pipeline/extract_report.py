@@ -28,12 +28,21 @@ class ExtractProgress:
         self.console = console or Console(stderr=True)
         self.enabled = enabled
         self._progress: Optional[Progress] = None
+        self._plain = None
         self._task = None
         self._hours = 0.0
         self._failed = 0
 
     def start(self, n_parts: int, n_tracks: int) -> None:
         if not self.enabled:
+            return
+        self._n_parts = n_parts
+        self._parts_done = 0
+        if not self.console.is_terminal:  # a batch log: plain periodic lines, no live bar
+            from clews_pipe.progress import PlainProgress
+
+            self._plain = PlainProgress(total=n_tracks, desc=f"extract {n_parts} parts", unit="track",
+                                        stream=self.console.file)
             return
         self._progress = Progress(
             TextColumn("[bold]extract[/] {task.fields[parts]}"),
@@ -54,6 +63,16 @@ class ExtractProgress:
         self._parts_done = 0
 
     def part_done(self, part: dict) -> None:
+        if self._plain is not None:
+            self._parts_done += 1
+            self._hours += part["audio_seconds"] / 3600.0
+            self._failed += part["counts"].get("failed", 0)
+            self._plain.set_postfix(parts=f"{self._parts_done}/{self._n_parts}", audio=f"{self._hours:.2f} h",
+                                    failed=self._failed)
+            self._plain.update(part["tracks"])
+            if self._parts_done == self._n_parts:
+                self.stop()
+            return
         if self._progress is None:
             return
         self._parts_done += 1
@@ -65,6 +84,9 @@ class ExtractProgress:
             self.stop()
 
     def stop(self) -> None:
+        if self._plain is not None:
+            self._plain.close()
+            self._plain = None
         if self._progress is not None:
             self._progress.stop()
             self._progress = None

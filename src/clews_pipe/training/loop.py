@@ -3,6 +3,12 @@
 ``train(conf, out_dir)`` is the library entry point behind ``clews-pipe train``. Under ``srun``
 Fabric discovers nodes and ranks from SLURM's environment; on one machine with
 ``fabric.devices=N`` it starts the other N-1 processes itself.
+
+Stopping early: SIGUSR1 (the SLURM time-limit warning, ``--signal=USR1@N`` / forwarded by
+``slurm/train.sbatch``) or SIGTERM makes every rank stop at the next step boundary (the ranks agree
+through the per-step all-reduce). The epoch in progress is dropped: ``checkpoint_last.ckpt`` holds
+the last finished epoch, so a rerun (or the template's requeue) continues bit-identically with it.
+``train`` then returns normally; :data:`STOP_SIGNAL` says which signal stopped it (None otherwise).
 """
 
 from __future__ import annotations
@@ -34,6 +40,19 @@ CSV_FIELDS = [
 CONFIG_NAME = "configuration.yaml"
 LAST_NAME = "checkpoint_last.ckpt"
 BEST_NAME = "checkpoint_best.ckpt"
+
+
+STOP_SIGNAL: str | None = None  # the signal that stopped the last ``train`` call early (None: it did not)
+
+
+class _StopTraining(Exception):
+    """Every rank agreed to stop at this step boundary (a stop signal reached at least one)."""
+
+
+def rank_zero_print(fabric, text: str) -> None:
+    """Once per job (``fabric.print`` prints once per node)."""
+    if fabric.global_rank == 0:
+        print(text, flush=True)
 
 
 def make_fabric(fabric_conf: DictConfig, loggers: list | None = None):
@@ -100,8 +119,17 @@ def train(conf: DictConfig, out_dir: str | Path) -> list[dict]:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise ClewsError(f"{out}: cannot create the run directory ({exc.strerror})") from None
-    fabric = make_fabric(conf.fabric, loggers=[TensorBoardLogger(root_dir=str(out), name="tensorboard")])
-    return fabric.launch(_train_on_rank, conf, out)
+    from clews_pipe.training import stop
+
+    global STOP_SIGNAL
+    STOP_SIGNAL = None
+    previous = stop.install()  # the CLI installed them already; a signal received since stays requested
+    try:
+        fabric = make_fabric(conf.fabric, loggers=[TensorBoardLogger(root_dir=str(out), name="tensorboard")])
+        return fabric.launch(_train_on_rank, conf, out)
+    finally:
+        stop.reset()
+        stop.restore(previous)
 
 
 def _train_on_rank(fabric, conf: DictConfig, out: Path) -> list[dict]:
@@ -111,6 +139,7 @@ def _train_on_rank(fabric, conf: DictConfig, out: Path) -> list[dict]:
     from clews_pipe.features.store import open_store
     from clews_pipe.model.checkpoint import load_checkpoint, save_checkpoint
     from clews_pipe.model.network import CLEWS
+    from clews_pipe.training import stop
     from clews_pipe.training.validate import validate
 
     tconf = conf.training
@@ -158,7 +187,11 @@ def _train_on_rank(fabric, conf: DictConfig, out: Path) -> list[dict]:
         scheduler.load_state_dict(state["scheduler"])
         start_epoch = int(state["epoch"])
         best = float(state.get("best", math.inf))
-        fabric.print(f"resuming {last_path} at epoch {start_epoch + 1}")
+        if start_epoch >= int(tconf.epochs):
+            rank_zero_print(fabric, f"nothing to do: {out} has finished all {start_epoch} epochs "
+                                    f"(training.epochs={int(tconf.epochs)}); raise training.epochs to train further")
+        else:
+            rank_zero_print(fabric, f"resuming {last_path} at epoch {start_epoch + 1} of {int(tconf.epochs)}")
     elif rank == 0:
         (out / CONFIG_NAME).write_text(to_yaml(conf))
     model, optimizer = fabric.setup(model, optimizer)
@@ -169,7 +202,7 @@ def _train_on_rank(fabric, conf: DictConfig, out: Path) -> list[dict]:
     for epoch in range(start_epoch, int(tconf.epochs)):
         lr = optimizer.param_groups[0]["lr"]
         if lr < float(tconf.min_lr):
-            fabric.print(f"learning rate {lr:.2e} < training.min_lr: stopping")
+            rank_zero_print(fabric, f"nothing to do: learning rate {lr:.2e} < training.min_lr: stopping")
             break
         seed = _epoch_seed(int(tconf.seed), epoch, rank)
         torch.manual_seed(seed)  # CQTPrepare's noise and any other global draw
@@ -177,7 +210,18 @@ def _train_on_rank(fabric, conf: DictConfig, out: Path) -> list[dict]:
         train_loader.batch_sampler.set_epoch(epoch)
 
         t_epoch = time.perf_counter()
-        stats = _train_epoch(fabric, model, optimizer, train_loader, augment, generator, conf, epoch)
+        try:
+            stats = _train_epoch(fabric, model, optimizer, train_loader, augment, generator, conf, epoch)
+        except _StopTraining:
+            global STOP_SIGNAL
+            STOP_SIGNAL = stop.name() or "signal"
+            rank_zero_print(
+                fabric,
+                f"stopped by {STOP_SIGNAL} during epoch {epoch + 1}: {last_path if epoch else 'nothing'} "
+                f"holds epoch {epoch}; the same command resumes at epoch {epoch + 1}",
+            )
+            fabric.barrier()
+            return rows
         train_loss = float(stats[0] / max(stats[1], 1))
         _check_finite(train_loss, "training loss", epoch + 1)
 
@@ -217,7 +261,8 @@ def _train_on_rank(fabric, conf: DictConfig, out: Path) -> list[dict]:
             if is_best:
                 save_checkpoint(best_path, state)
             _append_csv(out / "metrics.csv", row)
-            fabric.print(
+            rank_zero_print(
+                fabric,
                 f"epoch {epoch + 1}: train_loss {row['train_loss']:.4f}  val_loss {row['val_loss']:.4f}  "
                 f"val_MAP {row['val_MAP']:.3f}  val_NAR {row['val_NAR']:.2f}  lr {lr:.1e}  "
                 f"{row['segments_per_s']:.0f} seg/s  wait {100 * row['data_wait_fraction']:.1f}%"
@@ -230,20 +275,21 @@ def _train_on_rank(fabric, conf: DictConfig, out: Path) -> list[dict]:
 def _train_epoch(fabric, model, optimizer, loader, augment, generator, conf: DictConfig, epoch: int) -> torch.Tensor:
     """One pass over this rank's batches; returns the all-reduced
     ``[loss sum, steps, segments, data-wait seconds, train seconds]`` over ranks."""
-    from tqdm.auto import tqdm
-
+    from clews_pipe.progress import progress_bar
+    from clews_pipe.training import stop as stop_request
     from clews_pipe.training.loss import loss_from_config
 
     tconf = conf.training
     model.train()
     t_start = time.perf_counter()
     wait, loss_sum, steps, n_segments = 0.0, 0.0, 0, 0
-    bar = tqdm(
+    bar = progress_bar(
         total=len(loader),
         desc=f"epoch {epoch + 1}/{tconf.epochs}",
         disable=fabric.global_rank != 0,
         leave=False,
         dynamic_ncols=True,
+        unit="batch",
     )
     it = iter(loader)
     try:
@@ -261,8 +307,16 @@ def _train_epoch(fabric, model, optimizer, loader, augment, generator, conf: Dic
                 z = model.embed(augment(x, generator))
             loss, _, _ = loss_from_config(z.float(), clique, track, conf.model.loss)  # distances in fp32
             value = float(loss.detach())
-            # Every rank checks the mean over ranks, so all stop together and none waits in backward.
-            everywhere = float(fabric.all_reduce(loss.detach(), reduce_op="mean")) if fabric.world_size > 1 else value
+            # Every rank checks the mean over ranks, so all stop together and none waits in backward;
+            # the same all-reduce carries the stop request (a signal that reached any rank).
+            if fabric.world_size > 1:
+                flags = torch.tensor([value, 1.0 if stop_request.requested else 0.0], dtype=torch.float64, device=fabric.device)
+                flags = fabric.all_reduce(flags, reduce_op="sum")
+                everywhere, stop = float(flags[0]) / fabric.world_size, float(flags[1]) > 0
+            else:
+                everywhere, stop = value, bool(stop_request.requested)
+            if stop:
+                raise _StopTraining()
             _check_finite(everywhere, "training loss", epoch + 1, steps)
             optimizer.zero_grad(set_to_none=True)
             fabric.backward(loss)
