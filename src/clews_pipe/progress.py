@@ -66,6 +66,8 @@ class PlainProgress:
         if self.total:
             done = f"{self.n}/{self.total} {_plural(self.unit)} ({100.0 * self.n / self.total:.0f}%)"
             eta = f", ETA {(self.total - self.n) * elapsed / self.n:.0f} s" if 0 < self.n < self.total else ""
+            if self.n and elapsed > 0:
+                eta = f", {self.n / elapsed:.3g} {_plural(self.unit)}/s" + eta
         else:
             done, eta = f"{self.n} {_plural(self.unit)}", ""
         text = f"[{time.strftime('%H:%M:%S')}] {self.desc}: {done}, {elapsed:.1f} s{eta}"

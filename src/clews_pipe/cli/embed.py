@@ -22,18 +22,23 @@ def embed(
     quiet: bool = typer.Option(False, "--quiet", help="no progress bar"),
 ) -> None:
     """Embed audio files (any container PyAV reads); undecodable files are reported and skipped."""
-    from tqdm.auto import tqdm
-
     from clews_pipe.evaluation.audio_embed import collect_audio_jobs, default_decode_workers, embed_audio_files
     from clews_pipe.model.checkpoint import load_model
+    from clews_pipe.progress import progress_bar
 
     jobs = collect_audio_jobs(paths)
     model, _ = load_model(checkpoint, trust=trust_checkpoint, device=device)
-    bar = tqdm(total=len(jobs), desc="embed", unit="file", disable=quiet)
+    bar = progress_bar(total=len(jobs), desc="embed", unit="file", disable=quiet)
+
+    def advance(report) -> None:
+        if report.failed:
+            bar.set_postfix(skipped=len(report.failed))
+        bar.update(1)
+
     try:
         report = embed_audio_files(
             model, jobs, out, shingle_len=length, shingle_hop=hop, batch=batch, maxlen=maxlen, device=device,
-            seed=seed, decode_workers=default_decode_workers(), progress=bar.update,
+            seed=seed, decode_workers=default_decode_workers(), progress=advance,
         )
     finally:
         bar.close()

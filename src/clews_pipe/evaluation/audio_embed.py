@@ -263,7 +263,7 @@ def embed_audio_files(
     **settings,
 ) -> EmbedReport:
     """Embed every job's file with ``model`` (eval mode) and write ``out_dir / job.relative_out``.
-    ``settings`` as for :func:`iter_file_embeddings`; ``progress(1)`` after each finished file."""
+    ``settings`` as for :func:`iter_file_embeddings`; ``progress(report)`` after each finished file."""
     out_dir = Path(out_dir)
     report = EmbedReport()
     for job, result in iter_file_embeddings(model, jobs, **settings):
@@ -274,7 +274,7 @@ def embed_audio_files(
             if result.note:
                 report.notes.append((job.source, result.note))
         if progress:
-            progress(1)
+            progress(report)
     return report
 
 

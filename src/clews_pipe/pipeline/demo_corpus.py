@@ -432,13 +432,13 @@ def generate_corpus(
             entries.append((split_of[ci], clique_ids[ci], version_ids[t], title, youtube_ids[t]))
             t += 1
 
-    from tqdm.auto import tqdm
+    from clews_pipe.progress import progress_bar
 
     pool = ProcessPoolExecutor(max_workers=workers) if workers > 1 else None
     try:
         results = pool.map(_write_track, jobs, chunksize=4) if pool else map(_write_track, jobs)
         rendered = []
-        with tqdm(total=len(jobs), desc="render versions", unit="track", disable=not progress, leave=False) as bar:
+        with progress_bar(total=len(jobs), desc="render versions", unit="track", disable=not progress, leave=False) as bar:
             for result in results:
                 rendered.append(result)
                 bar.update(1)
