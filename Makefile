@@ -60,11 +60,14 @@ demo: $(STAMP)
 	$(CLI) evaluate --checkpoint $(DEMO_DIR)/run/checkpoint_best.ckpt --store $(DEMO_DIR)/store --split test \
 	  --level segment --taus 5,10,20,30,40,60,90 --out $(DEMO_DIR)/eval-segment
 	@echo "== 6/6 results"
+	$(CLI) report $(DEMO_DIR)/eval-track --out $(DEMO_DIR)/report-track.html
+	$(CLI) report $(DEMO_DIR)/eval-segment --out $(DEMO_DIR)/report-segment.html
 	@cat $(DEMO_DIR)/eval-track/metrics.md
 	@cat $(DEMO_DIR)/eval-segment/metrics.md
 	@echo "training log:   $(DEMO_DIR)/run/metrics.csv  (TensorBoard: $(DEMO_DIR)/run/tensorboard)"
 	@echo "checkpoint:     $(DEMO_DIR)/run/checkpoint_best.ckpt"
 	@echo "plots:          $$(ls $(DEMO_DIR)/eval-segment/*.png 2>/dev/null | tr '\n' ' ')"
+	@echo "reports:        $(DEMO_DIR)/report-track.html $(DEMO_DIR)/report-segment.html (open in a browser; self-contained)"
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/extract.py --json
