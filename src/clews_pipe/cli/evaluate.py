@@ -26,6 +26,10 @@ def evaluate(
     embeddings: Optional[Path] = typer.Option(None, "--embeddings", help="embeddings .npz instead of checkpoint + store"),
     split: str = typer.Option("test", "--split", help="partition of the store to evaluate"),
     redux: str = typer.Option("bpwr-10", "--redux", help="track-level reduction: min, max, mean, meanmin, minmean, best-<r>, bpwr-<r>"),
+    protocol: str = typer.Option("clews", "--protocol", help="clews (the published protocol) or clews-pipe (distractors kept, NAR over true negatives, full shingle count)"),
+    distractors: Optional[bool] = typer.Option(None, "--distractors/--no-distractors", help="keep cliques with < 2 available versions as distractors (default: the protocol's)"),
+    nar: Optional[str] = typer.Option(None, "--nar", help="NAR reported as NAR: published (query counted as a negative) or strict (default: the protocol's)"),
+    shingles: Optional[str] = typer.Option(None, "--shingles", help="shingles per track: published (int((maxlen-len)/hop)) or full (default: the protocol's)"),
     level: str = typer.Option("track", "--level", help="track or segment"),
     taus: str = typer.Option("5,10,20,30,40,60,90", "--taus", help="segment level: query lengths in seconds"),
     out: Path = typer.Option(Path("eval-out"), "--out", help="output folder"),
@@ -55,7 +59,10 @@ def evaluate(
         raise ClewsError("--checkpoint and --store go together")
     if level not in ("track", "segment"):
         raise ClewsError(f"--level must be track or segment, not {level!r}")
+    from clews_pipe.retrieval.protocol import Protocol
+
     redux = Redux.parse(redux)
+    chosen = Protocol.parse(protocol, distractors=distractors, nar=nar, shingles=shingles)
     tau_values = _floats(taus, "--taus") if level == "segment" else []
     if export_wealy is not None and level != "track":
         raise ClewsError("--export-wealy writes the track-level matrix: use it with --level track")
@@ -65,7 +72,7 @@ def evaluate(
     job = _EvaluateJob(
         checkpoint=checkpoint, store=store, embeddings=embeddings, split=split, redux=redux, level=level,
         taus=tau_values, out=out, settings=settings, maxlen=maxlen, cslen=cslen, cshop=cshop, qslen=qslen,
-        qshop=qshop, batch_size=batch_size, trust=trust_checkpoint, progress=not quiet,
+        qshop=qshop, batch_size=batch_size, trust=trust_checkpoint, progress=not quiet, protocol=chosen,
     )
     result = run_on_ranks(job, devices=devices, nodes=nodes, accelerator=accelerator)
     if result is None:  # not rank 0
@@ -86,27 +93,38 @@ class _EvaluateJob:
 
     def __call__(self, ctx):
         from clews_pipe.evaluation.protocols import evaluate_segment_level, evaluate_track_level
+        from clews_pipe.evaluation.provenance import evaluation_provenance
 
-        emb = self._embeddings(ctx)
+        emb, inputs = self._embeddings(ctx)
+        redux = self.redux if self.level == "track" else "min"
+        provenance = evaluation_provenance(
+            inputs, protocol=self.protocol, redux=redux, level=self.level,
+            maxlen=self.maxlen if self.embeddings is None else None, world_size=ctx.world_size,
+            settings={"tile": self.settings.tile, "taus": list(self.taus) if self.level == "segment" else None},
+        )
         if self.level == "track":
-            return evaluate_track_level(emb, self.out, self.redux, ctx, self.settings, self.progress)
-        return evaluate_segment_level(emb, self.out, self.taus, ctx, self.settings, self.progress)
+            return evaluate_track_level(emb, self.out, self.redux, ctx, self.settings, self.progress,
+                                        protocol=self.protocol, provenance=provenance)
+        return evaluate_segment_level(emb, self.out, self.taus, ctx, self.settings, self.progress,
+                                      protocol=self.protocol, provenance=provenance)
 
     def _embeddings(self, ctx):
-        from clews_pipe.evaluation.embeddings import load_embeddings
-
+        """``(embeddings, provenance of their inputs)``; reused from ``OUT`` when their fingerprint matches."""
         if self.embeddings is not None:
-            return load_embeddings(self.embeddings)
-        from clews_pipe.evaluation.embed import EmbedSettings, embed_store
+            from clews_pipe.evaluation.embed import embeddings_file_provenance
 
-        return embed_store(
+            return embeddings_file_provenance(self.embeddings)
+        from clews_pipe.evaluation.embed import EmbedSettings, embed_or_reuse
+
+        emb, inputs, _ = embed_or_reuse(
             self.checkpoint, self.store, self.split, Path(self.out) / "embeddings.npz",
             EmbedSettings(
                 maxlen=self.maxlen, cslen=self.cslen, cshop=self.cshop, qslen=self.qslen, qshop=self.qshop,
-                taus=tuple(self.taus), batch_size=self.batch_size,
+                taus=tuple(self.taus), batch_size=self.batch_size, protocol=self.protocol,
             ),
-            ctx=ctx, trust=self.trust, progress=self.progress,
+            ctx=ctx, trust=self.trust, progress=self.progress, log=lambda line: typer.echo(line, err=True),
         )
+        return emb, inputs
 
 
 def _print_result(result: dict, out: Path) -> None:
@@ -114,21 +132,22 @@ def _print_result(result: dict, out: Path) -> None:
     from rich.table import Table
 
     rows = result["per_tau"] if result.get("level") == "segment" else [result]
-    table = Table(title=f"{result['level']} level, {result['redux']}")
+    table = Table(title=f"{result['level']} level, {result['redux']}, protocol {result.get('protocol', '?')}")
     if result.get("level") == "segment":
         table.add_column("tau [s]", justify="right")
-    for name in ("NAR (%)", "MAP", "MR1", "queries", "skipped", "MAP chance"):
+    for name in ("NAR (%)", "NAR strict (%)", "MAP", "MR1", "queries", "skipped", "MAP chance"):
         table.add_column(name, justify="right")
     for row in rows:
         cells = [f"{row['tau']:g}"] if "tau" in row else []
         cells += [
-            f"{row['NAR']:.2f} ± {row['NAR_ci']:.2f}", f"{row['MAP']:.3f} ± {row['MAP_ci']:.3f}",
+            f"{row['NAR']:.2f} ± {row['NAR_ci']:.2f}", f"{row['NAR_strict']:.2f} ± {row['NAR_strict_ci']:.2f}",
+            f"{row['MAP']:.3f} ± {row['MAP_ci']:.3f}",
             f"{row['MR1']:.1f} ± {row['MR1_ci']:.1f}", str(row["queries"]), str(row["skipped"]),
             f"{row.get('MAP_chance', float('nan')):.3f}",
         ]
         table.add_row(*cells)
     Console().print(table)
-    typer.echo(f"written: {out / 'metrics.json'}, {out / 'metrics.md'}")
+    typer.echo(f"written: {out / 'metrics.json'}, {out / 'metrics.md'}, {out / 'per_query.csv'}")
 
 
 def fuse(
