@@ -12,7 +12,7 @@ field             ``clews`` (published, default)          ``clews-pipe``
                   counts as a negative, NAR·n/(n+1)       negatives only
 ``shingles``      ``published``: at most                  ``full``: shingles cover the whole
                   int((maxlen − len) / hop) per track     first ``maxlen`` seconds (one more)
-``validation``    hop = len / 2 over the first 150 s,     the training shingling (hop = len)
+``validation``    hop = 20 s / 2 over the first 150 s,    the training shingling (hop = len)
                   the model's positive reduction,          and ``eval.redux``; monitor
                   monitor mean_q sqrt(ARP_q·(1 − AP_q)),   sqrt(NAR/100 · (1 − MAP)), patience
                   "plateau_N" waits N − 1 epochs           N epochs
@@ -91,9 +91,10 @@ class Protocol:
     def published_validation(self) -> bool:
         return self.validation == "published"
 
-    def validation_hop(self, shingle_len: float, training_hop: float) -> float:
-        """Shingle hop of validation blocks: the published len / 2, or the training hop."""
-        return float(shingle_len) / 2.0 if self.published_validation else float(training_hop)
+    def validation_hop(self, model_hop: float, training_hop: float) -> float:
+        """Shingle hop of validation blocks: the published model hop / 2 (``train.py``:
+        ``get_shingle_params()[-1] / 2``, = len / 2 = 10 s in the published configs), or the training hop."""
+        return float(model_hop) / 2.0 if self.published_validation else float(training_hop)
 
     def validation_redux(self, positive_redux: str, eval_redux: str) -> str:
         """Reduction of validation distances: the model's positive reduction (published) or ``eval.redux``."""
