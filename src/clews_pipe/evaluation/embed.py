@@ -22,6 +22,7 @@ embeddings on any number of ranks and on every rerun (on one kind of device).
 from __future__ import annotations
 
 import math
+import contextlib
 import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -92,6 +93,19 @@ def track_noise(track_id: str, kind: str, shape: tuple[int, ...]) -> np.ndarray:
     return torch.rand(shape, generator=generator, dtype=torch.float32).numpy()
 
 
+@contextlib.contextmanager
+def _deterministic_cudnn():
+    """cuDNN's deterministic algorithms while embedding (no effect on the CPU), restored afterwards."""
+    import torch
+
+    saved = (torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark)
+    torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = saved
+
+
 def _embed_windows(model, windows: list[np.ndarray], batch_size: int, device, noise: list[np.ndarray]) -> list[np.ndarray]:
     """Embed a list of (W_i, F, T) arrays (same T) in batches of ``batch_size`` windows, with the
     input noise ``noise[i]`` (shaped like ``windows[i]``)."""
@@ -101,7 +115,7 @@ def _embed_windows(model, windows: list[np.ndarray], batch_size: int, device, no
     flat = np.concatenate(windows, axis=0)
     flat_noise = np.concatenate(noise, axis=0)
     out = []
-    with torch.inference_mode():
+    with torch.inference_mode(), _deterministic_cudnn():
         for start in range(0, flat.shape[0], batch_size):
             x = torch.from_numpy(flat[start : start + batch_size]).to(device=device, dtype=torch.float32)
             r = torch.from_numpy(flat_noise[start : start + batch_size]).to(device=device, dtype=torch.float32)
@@ -298,8 +312,8 @@ def embed_or_reuse(ckpt, store_path, split: str, out_file, settings: EmbedSettin
     if ctx.rank == 0:
         sidecar_path(out_file).unlink(missing_ok=True)
     emb = embed_store(ckpt, store_path, split, out_file, settings, ctx=ctx, trust=trust, progress=progress)
-    inputs["checkpoint_epoch"] = checkpoint_epoch(ckpt, trust=trust)
     if ctx.rank == 0:
+        inputs["checkpoint_epoch"] = checkpoint_epoch(ckpt, trust=trust)
         write_json_atomic(sidecar_path(out_file), {"fingerprint": fingerprint, "provenance": inputs})
     return emb, inputs, False
 
