@@ -92,11 +92,11 @@ class _EvaluateJob:
         self.__dict__.update(kw)
 
     def __call__(self, ctx):
-        from clews_pipe.evaluation.protocols import evaluate_segment_level, evaluate_track_level
+        from clews_pipe.evaluation.protocols import SEGMENT_REDUX, evaluate_segment_level, evaluate_track_level
         from clews_pipe.evaluation.provenance import evaluation_provenance
 
         emb, inputs = self._embeddings(ctx)
-        redux = self.redux if self.level == "track" else "min"
+        redux = self.redux if self.level == "track" else SEGMENT_REDUX
         provenance = evaluation_provenance(
             inputs, protocol=self.protocol, redux=redux, level=self.level,
             maxlen=self.maxlen if self.embeddings is None else None, world_size=ctx.world_size,

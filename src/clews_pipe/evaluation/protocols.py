@@ -57,15 +57,17 @@ class MatrixReport:
     d_max: float
 
 
-def matrix_metrics(path: str | Path, redux: str, level: str, block_rows: int = 128, nar_kind: str = "strict",
-                   clique_names=None) -> tuple[dict, QueryMetrics]:
+def matrix_metrics(path: str | Path, redux: str, level: str, block_rows: int = 128,
+                   nar_kind: str = "strict") -> tuple[dict, QueryMetrics]:
     """Metrics of a finished distance matrix, read and ranked ``block_rows`` query rows at a time."""
-    report = matrix_report(path, redux, level, block_rows, nar_kind, clique_names)
+    report = matrix_report(path, redux, level, block_rows, nar_kind)
     return report.summary, report.per_query
 
 
-def matrix_report(path: str | Path, redux: str, level: str, block_rows: int = 128, nar_kind: str = "strict",
-                  clique_names=None) -> MatrixReport:
+def matrix_report(path: str | Path, redux: str, level: str, block_rows: int = 128,
+                  nar_kind: str = "strict") -> MatrixReport:
+    """One pass over a finished matrix: metrics (``NAR`` of ``nar_kind``), the nearest candidates of
+    each query and the range of the distances between different tracks."""
     group = open_distances(path)
     matrix = group["distances"]
     q_track = group["query_track"][:]
