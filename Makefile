@@ -53,9 +53,11 @@ demo: $(STAMP)
 	$(CLI) store verify $(DEMO_DIR)/store
 	@echo "== 3/6 train configs/tiny-cpu.yaml for $(DEMO_EPOCHS) epochs (Lightning Fabric)"
 	$(CLI) train configs/tiny-cpu.yaml --store $(DEMO_DIR)/store --out $(DEMO_DIR)/run training.epochs=$(DEMO_EPOCHS)
-	@echo "== 4/6 evaluate the test split, track level (bpwr-10)"
+	@echo "== 4/6 evaluate the test split, track level (bpwr-10), published protocol and clews-pipe's"
 	$(CLI) evaluate --checkpoint $(DEMO_DIR)/run/checkpoint_best.ckpt --store $(DEMO_DIR)/store --split test \
 	  --level track --redux bpwr-10 --out $(DEMO_DIR)/eval-track
+	$(CLI) evaluate --checkpoint $(DEMO_DIR)/run/checkpoint_best.ckpt --store $(DEMO_DIR)/store --split test \
+	  --level track --redux bpwr-10 --protocol clews-pipe --out $(DEMO_DIR)/eval-track-clews-pipe
 	@echo "== 5/6 evaluate the test split, segment level (R_min)"
 	$(CLI) evaluate --checkpoint $(DEMO_DIR)/run/checkpoint_best.ckpt --store $(DEMO_DIR)/store --split test \
 	  --level segment --taus 5,10,20,30,40,60,90 --out $(DEMO_DIR)/eval-segment
@@ -63,6 +65,7 @@ demo: $(STAMP)
 	$(CLI) report $(DEMO_DIR)/eval-track --out $(DEMO_DIR)/report-track.html
 	$(CLI) report $(DEMO_DIR)/eval-segment --out $(DEMO_DIR)/report-segment.html
 	@cat $(DEMO_DIR)/eval-track/metrics.md
+	@cat $(DEMO_DIR)/eval-track-clews-pipe/metrics.md
 	@cat $(DEMO_DIR)/eval-segment/metrics.md
 	@echo "training log:   $(DEMO_DIR)/run/metrics.csv  (TensorBoard: $(DEMO_DIR)/run/tensorboard)"
 	@echo "checkpoint:     $(DEMO_DIR)/run/checkpoint_best.ckpt"

@@ -39,7 +39,7 @@ def test_track_level_and_exports(tmp_path, capsys):
     make_embeddings(emb_file)
     out = tmp_path / "out"
     code = main(["evaluate", "--embeddings", str(emb_file), "--out", str(out), "--tile", "5", "--quiet",
-                 "--export-wealy", str(tmp_path / "w.pkl")])
+                 "--protocol", "clews-pipe", "--export-wealy", str(tmp_path / "w.pkl")])
     assert code == 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["redux"] == "bpwr-10" and metrics["level"] == "track"
@@ -82,7 +82,8 @@ def test_segment_level_hand_made(tmp_path):
     emb = Embeddings(z=z, mask=np.zeros((3, 2), bool), clique=np.array([0, 0, 1]), track=np.array(["a", "b", "c"]),
                      queries={5.0: (zq, np.zeros((3, 1), bool))})
     save_embeddings(tmp_path / "e.npz", emb)
-    assert main(["evaluate", "--embeddings", str(tmp_path / "e.npz"), "--level", "segment", "--taus", "5", "--out", str(tmp_path / "o"), "--quiet"]) == 0
+    assert main(["evaluate", "--embeddings", str(tmp_path / "e.npz"), "--level", "segment", "--taus", "5", "--out", str(tmp_path / "o"), "--quiet",
+                 "--protocol", "clews-pipe"]) == 0
     row = json.loads((tmp_path / "o" / "metrics.json").read_text())["per_tau"][0]
     # query a: match b at rank 2 of 2 -> AP 0.5, R1 2, NAR 100; query b (9.5): a best 5->20.25, c 7->6.25: match at rank 2
     # query c: no other version -> skipped
@@ -109,7 +110,11 @@ def test_two_ranks_match_one(tmp_path):
     np.testing.assert_allclose(d1, d2, rtol=1e-6)
     m1 = json.loads((outs[1] / "metrics.json").read_text())
     m2 = json.loads((outs[2] / "metrics.json").read_text())
+    p1, p2 = m1.pop("provenance"), m2.pop("provenance")
     assert m1 == m2
+    assert (p1["world_size"], p2["world_size"]) == (1, 2)
+    assert {k: v for k, v in p1.items() if k not in ("world_size", "created")} == {
+        k: v for k, v in p2.items() if k not in ("world_size", "created")}
 
 
 @pytest.mark.parametrize(
@@ -191,7 +196,7 @@ def test_checkpoint_and_store_path(tmp_path):
     ckpt, store, model, feats = _tiny_checkpoint_and_store(tmp_path)
     out = tmp_path / "out"
     assert main(["evaluate", "--checkpoint", str(ckpt), "--store", str(store), "--out", str(out), "--quiet",
-                 "--level", "segment", "--taus", "5,20"]) == 0
+                 "--level", "segment", "--taus", "5,20", "--protocol", "clews-pipe"]) == 0
     emb = load_embeddings(out / "embeddings.npz")
     assert emb.track.tolist() == [f"tr{i}" for i in range(5)]
     assert emb.clique.tolist() == [0, 0, 1, 1, 2]
@@ -243,8 +248,13 @@ def test_checkpoint_eval_section_gives_the_defaults(tmp_path):
                                  maxlen=60.0, redux="min")
     assert (forced.maxlen, forced.redux) == (60.0, Redux("min"))
     out = tmp_path / "out"
-    assert main(["evaluate", "--checkpoint", str(ckpt), "--store", str(store), "--out", str(out), "--quiet"]) == 0
+    assert main(["evaluate", "--checkpoint", str(ckpt), "--store", str(store), "--out", str(out), "--quiet",
+                 "--protocol", "clews-pipe"]) == 0
     emb = load_embeddings(out / "embeddings.npz")
     # 30 s = 300 frames at most; shingles of 200 frames every 100: track 2 (420 frames) -> starts 0, 100
     assert (~emb.mask).sum(1).tolist() == [1, 2, 2, 1, 2]
     assert json.loads((out / "metrics.json").read_text())["redux"] == "meanmin"
+    # the published protocol: at most int((30 - 20) / 10) = 1 shingle, the 1-version clique C3 dropped
+    published = tmp_path / "published"
+    assert main(["evaluate", "--checkpoint", str(ckpt), "--store", str(store), "--out", str(published), "--quiet"]) == 0
+    assert (~load_embeddings(published / "embeddings.npz").mask).sum(1).tolist() == [1, 1, 1, 1]

@@ -26,6 +26,10 @@ def evaluate(
     embeddings: Optional[Path] = typer.Option(None, "--embeddings", help="embeddings .npz instead of checkpoint + store"),
     split: str = typer.Option("test", "--split", help="partition of the store to evaluate"),
     redux: Optional[str] = typer.Option(None, "--redux", help="track-level reduction: min, max, mean, meanmin, minmean, best-<r>, bpwr-<r> (default: the checkpoint's eval.redux, else bpwr-10)"),
+    protocol: str = typer.Option("clews", "--protocol", help="clews (the published protocol) or clews-pipe (distractors kept, NAR over true negatives, full shingle count)"),
+    distractors: Optional[bool] = typer.Option(None, "--distractors/--no-distractors", help="keep cliques with < 2 available versions as distractors (default: the protocol's)"),
+    nar: Optional[str] = typer.Option(None, "--nar", help="NAR reported as NAR: published (query counted as a negative) or strict (default: the protocol's)"),
+    shingles: Optional[str] = typer.Option(None, "--shingles", help="shingles per track: published (int((maxlen-len)/hop)) or full (default: the protocol's)"),
     level: str = typer.Option("track", "--level", help="track or segment"),
     taus: str = typer.Option("5,10,20,30,40,60,90", "--taus", help="segment level: query lengths in seconds"),
     out: Path = typer.Option(Path("eval-out"), "--out", help="output folder"),
@@ -49,6 +53,9 @@ def evaluate(
     from clews_pipe.evaluation.job import EvaluateJob
     from clews_pipe.evaluation.protocols import run_on_ranks
 
+    from clews_pipe.retrieval.protocol import Protocol
+
+    chosen = Protocol.parse(protocol, distractors=distractors, nar=nar, shingles=shingles)
     tau_values = tuple(_floats(taus, "--taus")) if level == "segment" else ()
     if export_wealy is not None and level != "track":
         raise ClewsError("--export-wealy writes the track-level matrix: use it with --level track")
@@ -58,7 +65,7 @@ def evaluate(
     job = EvaluateJob.resolve(
         checkpoint=checkpoint, store=store, embeddings=embeddings, split=split, redux=redux, level=level,
         taus=tau_values, out=out, settings=settings, maxlen=maxlen, cslen=cslen, cshop=cshop, qslen=qslen,
-        qshop=qshop, batch_size=batch_size, trust=trust_checkpoint, progress=not quiet,
+        qshop=qshop, batch_size=batch_size, trust=trust_checkpoint, progress=not quiet, protocol=chosen,
     )
     result = run_on_ranks(job, devices=devices, nodes=nodes, accelerator=accelerator)
     if result is None:  # not rank 0
@@ -76,21 +83,22 @@ def _print_result(result: dict, out: Path) -> None:
     from rich.table import Table
 
     rows = result["per_tau"] if result.get("level") == "segment" else [result]
-    table = Table(title=f"{result['level']} level, {result['redux']}")
+    table = Table(title=f"{result['level']} level, {result['redux']}, protocol {result.get('protocol', '?')}")
     if result.get("level") == "segment":
         table.add_column("tau [s]", justify="right")
-    for name in ("NAR (%)", "MAP", "MR1", "queries", "skipped", "MAP chance"):
+    for name in ("NAR (%)", "NAR strict (%)", "MAP", "MR1", "queries", "skipped", "MAP chance"):
         table.add_column(name, justify="right")
     for row in rows:
         cells = [f"{row['tau']:g}"] if "tau" in row else []
         cells += [
-            f"{row['NAR']:.2f} ± {row['NAR_ci']:.2f}", f"{row['MAP']:.3f} ± {row['MAP_ci']:.3f}",
+            f"{row['NAR']:.2f} ± {row['NAR_ci']:.2f}", f"{row['NAR_strict']:.2f} ± {row['NAR_strict_ci']:.2f}",
+            f"{row['MAP']:.3f} ± {row['MAP_ci']:.3f}",
             f"{row['MR1']:.1f} ± {row['MR1_ci']:.1f}", str(row["queries"]), str(row["skipped"]),
             f"{row.get('MAP_chance', float('nan')):.3f}",
         ]
         table.add_row(*cells)
     Console().print(table)
-    typer.echo(f"written: {out / 'metrics.json'}, {out / 'metrics.md'}")
+    typer.echo(f"written: {out / 'metrics.json'}, {out / 'metrics.md'}, {out / 'per_query.csv'}")
 
 
 def fuse(

@@ -6,22 +6,36 @@ seconds (the model's shingle length by default: 20 s = 200 frames) every ``cshop
 repeat-padded. Tracks are padded to a common shingle count with a mask. For the segment level,
 query windows of tau seconds every ``qshop`` seconds are embedded too (``zq_<tau>``); windows
 shorter than the model's training shingle are repeated up to its length, as the model does on
-waveforms. Rank ``r`` embeds tracks ``r, r + world, ...``; rank 0 merges the shards.
+waveforms. Tracks are taken in groups of ``TRACKS_PER_READ``; rank ``r`` embeds groups
+``r, r + world, ...``; rank 0 merges the shards.
+
+Protocol (:class:`~clews_pipe.retrieval.protocol.Protocol`): under the published ``clews`` one,
+cliques with fewer than two available versions in the split are left out and each track has at
+most int((maxlen − len) / hop) shingles; ``clews-pipe`` keeps them and covers the whole track.
+
+Deterministic: the model's 1e-6 input noise is drawn per track from a generator seeded by the
+track id (and the kind of window), and the grouping of windows into model calls does not depend
+on the number of ranks, so the same checkpoint, store, split and settings give bit-identical
+embeddings on any number of ranks and on every rerun (on one kind of device).
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+import contextlib
+import hashlib
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from clews_pipe.errors import ClewsError
 from clews_pipe.evaluation.embeddings import Embeddings, load_embeddings, save_embeddings
+from clews_pipe.retrieval.protocol import MIN_VERSIONS, Protocol
 
 
 TRACKS_PER_READ = 8  # tracks whose windows are cut and embedded together
+NOISE_SCHEME = "sha256(track|kind)->torch.Generator U(0,1)"  # how the input noise is seeded (fingerprinted)
 
 
 @dataclass
@@ -33,6 +47,16 @@ class EmbedSettings:
     qshop: float = 5.0
     taus: tuple[float, ...] = ()
     batch_size: int = 32
+    protocol: Protocol = field(default_factory=Protocol)
+
+    def fingerprint_fields(self) -> dict:
+        """What the embeddings depend on besides the checkpoint, the store and the split."""
+        return {
+            "maxlen": float(self.maxlen), "cslen": self.cslen, "cshop": float(self.cshop), "qslen": self.qslen,
+            "qshop": float(self.qshop), "taus": [float(t) for t in self.taus], "batch_size": int(self.batch_size),
+            "distractors": bool(self.protocol.distractors), "shingles": self.protocol.shingles,
+            "noise": NOISE_SCHEME, "tracks_per_read": TRACKS_PER_READ,
+        }
 
 
 def window_starts(n_frames: int, length: int, hop: int) -> np.ndarray:
@@ -41,10 +65,13 @@ def window_starts(n_frames: int, length: int, hop: int) -> np.ndarray:
     return np.arange(n_windows) * hop
 
 
-def cut_windows(frames: np.ndarray, length: int, hop: int, min_length: int) -> np.ndarray:
-    """(n, F) frames → (W, F, max(length, min_length)) windows, repeat-padded, vectorised."""
+def cut_windows(frames: np.ndarray, length: int, hop: int, min_length: int, max_windows: int | None = None) -> np.ndarray:
+    """(n, F) frames → (W, F, max(length, min_length)) windows, repeat-padded, vectorised;
+    at most ``max_windows`` (the first ones) when given."""
     n = frames.shape[0]
     starts = window_starts(n, length, hop)
+    if max_windows is not None:
+        starts = starts[: max(1, int(max_windows))]
     index = (starts[:, None] + np.arange(length)[None, :]) % n  # repeat-pad past the end
     out_len = max(length, min_length)
     if out_len > length:  # short window: repeat it up to the model's shingle length
@@ -52,17 +79,47 @@ def cut_windows(frames: np.ndarray, length: int, hop: int, min_length: int) -> n
     return np.ascontiguousarray(frames[index].transpose(0, 2, 1))
 
 
-def _embed_windows(model, windows: list[np.ndarray], batch_size: int, device) -> list[np.ndarray]:
-    """Embed a list of (W_i, F, T) arrays (same T) in batches of ``batch_size`` windows."""
+def noise_seed(track_id: str, kind: str) -> int:
+    """Seed of one track's input-noise draws for one kind of window (64 bits of sha256)."""
+    digest = hashlib.sha256(f"{track_id}\x1f{kind}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") & (2**63 - 1)
+
+
+def track_noise(track_id: str, kind: str, shape: tuple[int, ...]) -> np.ndarray:
+    """U(0,1) float32 draws of ``shape`` from the track's own generator (CPU: same on every device)."""
+    import torch
+
+    generator = torch.Generator().manual_seed(noise_seed(track_id, kind))
+    return torch.rand(shape, generator=generator, dtype=torch.float32).numpy()
+
+
+@contextlib.contextmanager
+def _deterministic_cudnn():
+    """cuDNN's deterministic algorithms while embedding (no effect on the CPU), restored afterwards."""
+    import torch
+
+    saved = (torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark)
+    torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = saved
+
+
+def _embed_windows(model, windows: list[np.ndarray], batch_size: int, device, noise: list[np.ndarray]) -> list[np.ndarray]:
+    """Embed a list of (W_i, F, T) arrays (same T) in batches of ``batch_size`` windows, with the
+    input noise ``noise[i]`` (shaped like ``windows[i]``)."""
     import torch
 
     counts = [w.shape[0] for w in windows]
     flat = np.concatenate(windows, axis=0)
+    flat_noise = np.concatenate(noise, axis=0)
     out = []
-    with torch.inference_mode():
+    with torch.inference_mode(), _deterministic_cudnn():
         for start in range(0, flat.shape[0], batch_size):
             x = torch.from_numpy(flat[start : start + batch_size]).to(device=device, dtype=torch.float32)
-            out.append(model.embed(x.unsqueeze(0))[0].float().cpu().numpy())
+            r = torch.from_numpy(flat_noise[start : start + batch_size]).to(device=device, dtype=torch.float32)
+            out.append(model.embed(x.unsqueeze(0), noise=r.unsqueeze(0))[0].float().cpu().numpy())
     z = np.concatenate(out, axis=0)
     return np.split(z, np.cumsum(counts)[:-1])
 
@@ -79,6 +136,25 @@ def _pad(per_track: list[np.ndarray], dim: int) -> tuple[np.ndarray, np.ndarray]
     return z, mask
 
 
+def evaluated_tracks(tracks, protocol: Protocol):
+    """The split's index rows the protocol evaluates: all of them, or (published) only cliques with
+    at least ``MIN_VERSIONS`` available versions."""
+    if protocol.distractors or len(tracks) == 0:
+        return tracks
+    cliques = tracks["clique"].astype(str)
+    sizes = cliques.map(cliques.value_counts()).to_numpy()
+    return tracks[sizes >= MIN_VERSIONS]
+
+
+def rank_tracks(n_tracks: int, rank: int, world_size: int) -> list[int]:
+    """Track rows of one rank: groups of ``TRACKS_PER_READ`` consecutive rows, dealt round-robin,
+    so each group is embedded the same way whatever the number of ranks."""
+    mine = []
+    for group_start in range(rank * TRACKS_PER_READ, n_tracks, world_size * TRACKS_PER_READ):
+        mine.extend(range(group_start, min(n_tracks, group_start + TRACKS_PER_READ)))
+    return mine
+
+
 def embed_store(ckpt, store_path, split: str, out_file, settings: EmbedSettings, ctx=None, trust: bool = False,
                 progress: bool = True) -> Embeddings:
     """Compute (on every rank, each its share) and return the merged embeddings of ``split``."""
@@ -92,9 +168,16 @@ def embed_store(ckpt, store_path, split: str, out_file, settings: EmbedSettings,
     store = open_store(store_path)
     model, _ = load_model(ckpt, trust=trust, device=ctx.device)
     model.cqt_params.require_equal(store.cqt, f"checkpoint {ckpt}", f"store {store_path}")
-    tracks = store.tracks(split)
-    if len(tracks) == 0:
+    protocol = settings.protocol
+    available = store.tracks(split)
+    if len(available) == 0:
         raise ClewsError(f"store {store_path}: no usable tracks in split {split!r}")
+    tracks = evaluated_tracks(available, protocol)
+    if len(tracks) == 0:
+        raise ClewsError(
+            f"store {store_path}: split {split!r} has no clique with >= {MIN_VERSIONS} available versions "
+            f"(protocol {protocol.name} drops smaller cliques; --protocol clews-pipe keeps them as distractors)"
+        )
     track_ids = np.asarray(tracks.index.astype(str))
     clique_names = np.asarray(tracks["clique"].astype(str))
     _, clique_ids = np.unique(clique_names, return_inverse=True)
@@ -104,13 +187,17 @@ def embed_store(ckpt, store_path, split: str, out_file, settings: EmbedSettings,
     qslen = settings.qslen or cslen
     c_len, c_hop = model.shingle_frames(cslen), max(1, int(round(settings.cshop * rate)))
     q_len, q_hop = model.shingle_frames(qslen), max(1, int(round(settings.qshop * rate)))
+    c_max = protocol.max_shingles(settings.maxlen, cslen, settings.cshop, model.samplerate)
+    q_max = protocol.max_shingles(settings.maxlen, qslen, settings.qshop, model.samplerate)
     min_len = model.shingle_frames(model.min_shingle_len)
-    mine = list(range(ctx.rank, len(track_ids), ctx.world_size))
-    per_kind: dict[str, list[np.ndarray]] = {"z": []}
-    if (q_len, q_hop) != (c_len, c_hop):
-        per_kind["zq_track"] = []
+    mine = rank_tracks(len(track_ids), ctx.rank, ctx.world_size)
+    # kind -> (window length, hop, cap)
+    kinds: dict[str, tuple[int, int, int | None]] = {"z": (c_len, c_hop, c_max)}
+    if (q_len, q_hop, q_max) != (c_len, c_hop, c_max):
+        kinds["zq_track"] = (q_len, q_hop, q_max)
     for tau in settings.taus:
-        per_kind[f"tau_{tau}"] = []
+        kinds[f"tau_{tau}"] = (max(1, int(round(tau * rate))), q_hop, None)
+    per_kind: dict[str, list[np.ndarray]] = {k: [] for k in kinds}
     iterator = mine
     if progress and ctx.rank == 0:
         from clews_pipe.progress import progress_bar
@@ -119,16 +206,15 @@ def embed_store(ckpt, store_path, split: str, out_file, settings: EmbedSettings,
     chunk: list[int] = []
     for pos, i in enumerate(iterator):
         chunk.append(i)
-        if len(chunk) == TRACKS_PER_READ or pos == len(mine) - 1:
+        if (i + 1) % TRACKS_PER_READ == 0 or pos == len(mine) - 1:
             frames = [store.read(track_ids[j], 0, max_frames).astype(np.float32) for j in chunk]
-            if any(f.shape[0] == 0 for f in frames):
-                raise ClewsError(f"store {store_path}: a track of split {split!r} has no frames")
-            per_kind["z"] += _embed_windows(model, [cut_windows(f, c_len, c_hop, min_len) for f in frames], settings.batch_size, ctx.device)
-            if "zq_track" in per_kind:
-                per_kind["zq_track"] += _embed_windows(model, [cut_windows(f, q_len, q_hop, min_len) for f in frames], settings.batch_size, ctx.device)
-            for tau in settings.taus:
-                t_len = max(1, int(round(tau * rate)))
-                per_kind[f"tau_{tau}"] += _embed_windows(model, [cut_windows(f, t_len, q_hop, min_len) for f in frames], settings.batch_size, ctx.device)
+            for j, f in zip(chunk, frames):
+                if f.shape[0] == 0:
+                    raise ClewsError(f"store {store_path}: track {track_ids[j]} of split {split!r} has no frames")
+            for kind, (length, hop, cap) in kinds.items():
+                windows = [cut_windows(f, length, hop, min_len, cap) for f in frames]
+                noise = [track_noise(track_ids[j], kind, w.shape) for j, w in zip(chunk, windows)]
+                per_kind[kind] += _embed_windows(model, windows, settings.batch_size, ctx.device, noise)
             chunk = []
     shard = out_file.with_name(f"{out_file.stem}.rank{ctx.rank}.npz")
     np.savez(shard, order=np.asarray(mine, dtype=np.int64),
@@ -154,3 +240,99 @@ def embed_store(ckpt, store_path, split: str, out_file, settings: EmbedSettings,
             out_file.with_name(f"{out_file.stem}.rank{r}.npz").unlink(missing_ok=True)
     ctx.barrier()
     return load_embeddings(out_file)
+
+
+def sidecar_path(out_file) -> Path:
+    """``embeddings.json`` beside ``embeddings.npz``: the fingerprint and provenance of the embeddings."""
+    return Path(out_file).with_suffix(".json")
+
+
+def embedding_inputs(ckpt, store_path, split: str, settings: EmbedSettings) -> dict:
+    """What the embeddings depend on, with digests (the fingerprint is computed over it)."""
+    from clews_pipe.evaluation.provenance import base_provenance, file_sha256, store_index_sha256
+    from clews_pipe.features.store import open_store
+
+    if not Path(ckpt).is_file():
+        raise ClewsError(f"{ckpt}: checkpoint file not found")
+    inputs = base_provenance()
+    inputs.update({
+        "checkpoint": str(Path(ckpt).resolve()),
+        "checkpoint_sha256": file_sha256(ckpt),
+        "store": str(Path(store_path).resolve()),
+        "store_index_sha256": store_index_sha256(open_store(store_path)),
+        "split": str(split),
+        "embed_settings": settings.fingerprint_fields(),
+    })
+    return inputs
+
+
+def embeddings_fingerprint(inputs: dict) -> str:
+    from clews_pipe.evaluation.provenance import digest_of
+
+    return digest_of({k: inputs[k] for k in ("checkpoint_sha256", "store_index_sha256", "split", "embed_settings")})
+
+
+def reusable_embeddings(out_file, fingerprint: str) -> tuple[Embeddings, dict] | None:
+    """The embeddings at ``out_file`` with their provenance when their sidecar carries ``fingerprint``."""
+    import json
+
+    out_file, sidecar = Path(out_file), sidecar_path(out_file)
+    if not (out_file.is_file() and sidecar.is_file()):
+        return None
+    try:
+        saved = json.loads(sidecar.read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(saved, dict) or saved.get("fingerprint") != fingerprint:
+        return None
+    try:
+        return load_embeddings(out_file), dict(saved.get("provenance") or {})
+    except ClewsError:
+        return None
+
+
+def embed_or_reuse(ckpt, store_path, split: str, out_file, settings: EmbedSettings, ctx=None, trust: bool = False,
+                   progress: bool = True, log=None) -> tuple[Embeddings, dict, bool]:
+    """``(embeddings, provenance of the inputs, reused)``: ``out_file`` as it is when its fingerprint
+    (checkpoint sha256, store index sha256, split, settings) matches, else :func:`embed_store`
+    (then the sidecar ``embeddings.json`` is written after the ``.npz``)."""
+    from clews_pipe.atomic import write_json_atomic
+    from clews_pipe.evaluation.protocols import RankContext
+    from clews_pipe.evaluation.provenance import checkpoint_epoch
+
+    ctx = ctx or RankContext()
+    inputs = embedding_inputs(ckpt, store_path, split, settings)
+    fingerprint = embeddings_fingerprint(inputs)
+    found = reusable_embeddings(out_file, fingerprint)
+    if found is not None:
+        if log is not None and ctx.rank == 0:
+            log(f"reusing {out_file} (same checkpoint, store index, split and settings)")
+        return found[0], found[1], True
+    ctx.barrier()  # every rank has looked before rank 0 removes a stale sidecar
+    if ctx.rank == 0:
+        sidecar_path(out_file).unlink(missing_ok=True)
+    emb = embed_store(ckpt, store_path, split, out_file, settings, ctx=ctx, trust=trust, progress=progress)
+    if ctx.rank == 0:
+        inputs["checkpoint_epoch"] = checkpoint_epoch(ckpt, trust=trust)
+        write_json_atomic(sidecar_path(out_file), {"fingerprint": fingerprint, "provenance": inputs})
+    return emb, inputs, False
+
+
+def embeddings_file_provenance(path) -> tuple[Embeddings, dict]:
+    """An embeddings file given as it is, with the provenance of its sidecar when it has one."""
+    import json
+
+    from clews_pipe.evaluation.provenance import base_provenance, file_sha256
+
+    emb = load_embeddings(path)
+    inputs = base_provenance()
+    sidecar = sidecar_path(path)
+    if sidecar.is_file():
+        try:
+            saved = json.loads(sidecar.read_text())
+            inputs.update({k: v for k, v in dict(saved.get("provenance") or {}).items() if k in inputs or k == "embed_settings"})
+        except (OSError, ValueError, AttributeError):
+            pass
+    inputs["embeddings"] = str(Path(path).resolve())
+    inputs["embeddings_sha256"] = file_sha256(path)
+    return emb, inputs

@@ -40,6 +40,16 @@ class Embeddings:
     def n_tracks(self) -> int:
         return int(self.z.shape[0])
 
+    def subset(self, rows) -> "Embeddings":
+        """The tracks at ``rows`` (every array taken along its first axis)."""
+        rows = np.asarray(rows, dtype=np.int64)
+        return Embeddings(
+            z=self.z[rows], mask=self.mask[rows], clique=self.clique[rows], track=self.track[rows],
+            queries={tau: (zq[rows], mq[rows]) for tau, (zq, mq) in self.queries.items()},
+            clique_name=None if self.clique_name is None else self.clique_name[rows],
+            track_queries=None if self.track_queries is None else (self.track_queries[0][rows], self.track_queries[1][rows]),
+        )
+
 
 def tau_key(tau: float) -> str:
     tau = float(tau)

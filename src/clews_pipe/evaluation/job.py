@@ -9,12 +9,14 @@ command line does not set, so a run's config file is what it says: ``configs/dvi
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
 from clews_pipe.errors import ClewsError
 from clews_pipe.evaluation.distances import TileSettings
+from clews_pipe.retrieval.protocol import DEFAULT_PROTOCOL, Protocol
 from clews_pipe.retrieval.redux import Redux
 
 LEVELS = ("track", "segment")
@@ -69,6 +71,7 @@ class EvaluateJob:
     trust: bool = False
     progress: bool = True
     settings: TileSettings = field(default_factory=TileSettings)
+    protocol: Protocol = field(default_factory=lambda: Protocol.parse(DEFAULT_PROTOCOL))
 
     def __post_init__(self):
         if (self.embeddings is None) == (self.checkpoint is None and self.store is None):
@@ -92,25 +95,36 @@ class EvaluateJob:
         )
 
     def __call__(self, ctx):
-        from clews_pipe.evaluation.protocols import evaluate_segment_level, evaluate_track_level
+        from clews_pipe.evaluation.protocols import SEGMENT_REDUX, evaluate_segment_level, evaluate_track_level
+        from clews_pipe.evaluation.provenance import evaluation_provenance
 
-        emb = self._embeddings(ctx)
+        emb, inputs = self._embeddings(ctx)
+        redux = self.redux if self.level == "track" else SEGMENT_REDUX
+        provenance = evaluation_provenance(
+            inputs, protocol=self.protocol, redux=redux, level=self.level,
+            maxlen=self.maxlen if self.embeddings is None else None, world_size=ctx.world_size,
+            settings={"tile": self.settings.tile, "taus": list(self.taus) if self.level == "segment" else None},
+        )
         if self.level == "track":
-            return evaluate_track_level(emb, self.out, self.redux, ctx, self.settings, self.progress)
-        return evaluate_segment_level(emb, self.out, self.taus, ctx, self.settings, self.progress)
+            return evaluate_track_level(emb, self.out, self.redux, ctx, self.settings, self.progress,
+                                        protocol=self.protocol, provenance=provenance)
+        return evaluate_segment_level(emb, self.out, self.taus, ctx, self.settings, self.progress,
+                                      protocol=self.protocol, provenance=provenance)
 
     def _embeddings(self, ctx):
-        from clews_pipe.evaluation.embeddings import load_embeddings
-
+        """``(embeddings, provenance of their inputs)``; reused from ``OUT`` when their fingerprint matches."""
         if self.embeddings is not None:
-            return load_embeddings(self.embeddings)
-        from clews_pipe.evaluation.embed import EmbedSettings, embed_store
+            from clews_pipe.evaluation.embed import embeddings_file_provenance
 
-        return embed_store(
+            return embeddings_file_provenance(self.embeddings)
+        from clews_pipe.evaluation.embed import EmbedSettings, embed_or_reuse
+
+        emb, inputs, _ = embed_or_reuse(
             self.checkpoint, self.store, self.split, Path(self.out) / "embeddings.npz",
             EmbedSettings(
                 maxlen=self.maxlen, cslen=self.cslen, cshop=self.cshop, qslen=self.qslen, qshop=self.qshop,
-                taus=tuple(self.taus), batch_size=self.batch_size,
+                taus=tuple(self.taus), batch_size=self.batch_size, protocol=self.protocol,
             ),
-            ctx=ctx, trust=self.trust, progress=self.progress,
+            ctx=ctx, trust=self.trust, progress=self.progress, log=lambda line: print(line, file=sys.stderr),
         )
+        return emb, inputs

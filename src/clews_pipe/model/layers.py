@@ -12,7 +12,9 @@ class CQTPrepare(nn.Module):
     """CQT magnitude → network input: clamp ≥ 0, power ``pow``, per-segment min-max normalisation
     over (freq, time), + ``noise``·U(0,1), normalise again, then learnable scalar ``gain``/``bias``.
 
-    Input/output (N, 1, F, T). The noise comes from torch's global generator (seeded by training).
+    Input/output (N, 1, F, T). The U(0,1) noise comes from torch's global generator (seeded by
+    training) unless ``noise`` (same shape) is given: evaluation passes draws seeded per track, so
+    embeddings do not depend on batching, ranks or reruns.
     """
 
     def __init__(self, pow: float = 0.5, noise: float = 1e-6, eps: float = 1e-6):
@@ -28,10 +30,11 @@ class CQTPrepare(nn.Module):
         h = h - low
         return h / (h.amax(dim=(2, 3), keepdim=True) + self.eps)
 
-    def forward(self, h: torch.Tensor) -> torch.Tensor:
+    def forward(self, h: torch.Tensor, noise: torch.Tensor | None = None) -> torch.Tensor:
         h = self._minmax(h.clamp(min=0).pow(self.pow))
         if self.noise > 0:
-            h = self._minmax(h + self.noise * torch.rand_like(h))
+            draw = torch.rand_like(h) if noise is None else noise.to(device=h.device, dtype=h.dtype).reshape(h.shape)
+            h = self._minmax(h + self.noise * draw)
         return self.gain * h + self.bias
 
 

@@ -121,13 +121,24 @@ class CLEWS(nn.Module):
         spec = torch.cat([self.cqt(part) for part in torch.split(flat, chunk)], dim=0)
         return spec.reshape(batch, n_shingles, *spec.shape[1:])
 
-    def embed(self, x: torch.Tensor) -> torch.Tensor:
-        """CQT shingles (B, S, F, T) → segment embeddings (B, S, zdim)."""
+    def embed(self, x: torch.Tensor, noise: torch.Tensor | None = None) -> torch.Tensor:
+        """CQT shingles (B, S, F, T) → segment embeddings (B, S, zdim).
+
+        ``noise``: optional U(0,1) draws shaped like ``x`` for the input noise of
+        :class:`~clews_pipe.model.layers.CQTPrepare` (default: torch's global generator)."""
         if x.ndim != 4:
             raise ValueError(f"expected CQT shingles (B, S, F, T), got shape {tuple(x.shape)}")
+        if noise is not None and noise.shape != x.shape:
+            raise ValueError(f"noise shape {tuple(noise.shape)} differs from the input's {tuple(x.shape)}")
         batch, n_shingles = x.shape[:2]
         h = x.reshape(batch * n_shingles, 1, *x.shape[2:]).to(self.proj[1].weight.dtype)
-        h = self.backbone(self.frontend(h))
+        if noise is None:
+            h = self.frontend(h)
+        else:
+            h = self.frontend[0](h, noise=noise.reshape(h.shape))
+            for layer in list(self.frontend)[1:]:
+                h = layer(h)
+        h = self.backbone(h)
         z = self.proj(self.pool(h))
         return z.reshape(batch, n_shingles, -1)
 

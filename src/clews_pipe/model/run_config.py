@@ -18,6 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 from clews_pipe.config import load_config
 from clews_pipe.errors import ClewsError
 from clews_pipe.features.augment_config import AugmentConfig
+from clews_pipe.retrieval.protocol import DEFAULT_PROTOCOL, PROTOCOLS
 from clews_pipe.retrieval.redux import Redux
 
 MONITORS = ("nar_map", "map")
@@ -124,6 +125,9 @@ class EvalConfig:
 
 @dataclass
 class TrainConfig:
+    # validation during training: "clews" = the published train.py (hop = model hop / 2, the model's
+    # positive reduction, per-query monitor m_COMP, "plateau_N" waits N - 1); see retrieval/protocol.py
+    protocol: str = DEFAULT_PROTOCOL
     data: DataConfig = field(default_factory=DataConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -192,6 +196,7 @@ def validate_train_config(conf: DictConfig, where: str = "config", require_store
     _check(m.loss.gamma > 0, where, "model.loss.gamma", m.loss.gamma, "must be > 0")
     _check(m.loss.epsilon > 0, where, "model.loss.epsilon", m.loss.epsilon, "must be > 0")
     _check(t.monitor in MONITORS, where, "training.monitor", t.monitor, f"expected one of {list(MONITORS)}")
+    _check(conf.protocol in PROTOCOLS, where, "protocol", conf.protocol, f"expected one of {list(PROTOCOLS)}")
     _check(0 < t.plateau_factor < 1, where, "training.plateau_factor", t.plateau_factor, "must be in (0, 1)")
     _check(t.plateau_patience >= 0, where, "training.plateau_patience", t.plateau_patience, "must be >= 0")
     _check(t.min_lr >= 0 and math.isfinite(t.min_lr), where, "training.min_lr", t.min_lr, "must be >= 0")

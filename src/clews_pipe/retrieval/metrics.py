@@ -9,7 +9,11 @@ Per query, with ``R`` the ranked list (query removed), ``M`` its matches (same c
 
 * AP  = mean over matches of precision at the match's rank,
 * R1  = rank of the first match (1-based),
-* NAR = 100 / (|M| (|R| - |M|)) * sum_i (rank(m_i) - i)   (0 when every candidate is a match).
+* NAR = 100 / (|M| (|R| - |M|)) * sum_i (rank(m_i) - i)   (0 when every candidate is a match),
+  over the true negatives (``NAR_strict`` in ``metrics.json``);
+* ARP, the published code's "rank percentile" (printed as ARP, reported as NAR in the paper): the
+  same sum over |M| (|R| - |M| + 1) when the query's own track is among the candidates, because
+  the published code keeps the query in the ranked list at +inf, counted as a negative.
 
 Queries with no match are skipped (and counted). Means carry 95% CIs: 1.96 * std / sqrt(n)
 (sample standard deviation).
@@ -28,9 +32,11 @@ import torch
 class QueryMetrics:
     ap: np.ndarray  # (n,) float64, NaN for skipped queries
     r1: np.ndarray  # (n,)
-    nar: np.ndarray  # (n,)
+    nar: np.ndarray  # (n,) NAR over the true negatives (percent)
     evaluated: np.ndarray  # (n,) bool, False = no other version in the partition
     chance_ap: np.ndarray | None = None  # (n,) expected AP of a uniformly random ranking, NaN if skipped
+    arp: np.ndarray | None = None  # (n,) the published rank percentile (query itself counted as a negative)
+    n_positives: np.ndarray | None = None  # (n,) matches of each query among the candidates
 
     @staticmethod
     def concat(parts: list["QueryMetrics"]) -> "QueryMetrics":
@@ -42,7 +48,19 @@ class QueryMetrics:
             chance_ap=None
             if any(p.chance_ap is None for p in parts)
             else np.concatenate([p.chance_ap for p in parts]),
+            arp=None if any(p.arp is None for p in parts) else np.concatenate([p.arp for p in parts]),
+            n_positives=None
+            if any(p.n_positives is None for p in parts)
+            else np.concatenate([p.n_positives for p in parts]),
         )
+
+    def nar_of(self, kind: str) -> np.ndarray:
+        """Per-query NAR of ``kind``: ``strict`` (true negatives) or ``published`` (ARP)."""
+        if kind == "strict":
+            return self.nar
+        if kind == "published" and self.arp is not None:
+            return self.arp
+        raise ValueError(f"no per-query NAR of kind {kind!r}")
 
 
 def self_columns(query_track, candidate_track) -> np.ndarray:
@@ -81,6 +99,11 @@ def query_metrics(distances, query_clique, candidate_clique, self_column) -> Que
     n_non_rel = n_list - n_rel
     nar_sum = (relf * non_rel_before).sum(1)
     nar = torch.where(n_non_rel > 0, 100.0 * nar_sum / (safe_rel * n_non_rel.clamp_min(1.0)), torch.zeros_like(nar_sum))
+    # published: the query itself stays in the list (at +inf, last), counted among the negatives
+    n_neg_published = n_non_rel + (own >= 0).to(torch.float64)
+    arp = torch.where(
+        n_neg_published > 0, 100.0 * nar_sum / (safe_rel * n_neg_published.clamp_min(1.0)), torch.zeros_like(nar_sum)
+    )
     nan = torch.full_like(ap, math.nan)
     return QueryMetrics(
         ap=torch.where(evaluated, ap, nan).numpy(),
@@ -88,6 +111,8 @@ def query_metrics(distances, query_clique, candidate_clique, self_column) -> Que
         nar=torch.where(evaluated, nar, nan).numpy(),
         evaluated=evaluated.numpy(),
         chance_ap=torch.where(evaluated, expected_random_ap(n_rel, n_list), nan).numpy(),
+        arp=torch.where(evaluated, arp, nan).numpy(),
+        n_positives=n_rel.to(torch.int64).numpy(),
     )
 
 
@@ -114,12 +139,14 @@ def mean_ci(values: np.ndarray) -> tuple[float, float]:
     return mean, float(1.96 * values.std(ddof=1) / math.sqrt(values.size))
 
 
-def summarize(per_query: QueryMetrics, redux, level: str) -> dict:
-    """The ``metrics.json`` dictionary."""
+def summarize(per_query: QueryMetrics, redux, level: str, nar_kind: str = "strict") -> dict:
+    """The ``metrics.json`` dictionary: ``NAR`` of ``nar_kind`` (``published`` = the published ARP,
+    or ``strict``) and always ``NAR_strict``."""
     ok = per_query.evaluated
     map_, map_ci = mean_ci(per_query.ap[ok])
     mr1, mr1_ci = mean_ci(per_query.r1[ok])
-    nar, nar_ci = mean_ci(per_query.nar[ok])
+    nar, nar_ci = mean_ci(per_query.nar_of(nar_kind)[ok])
+    nar_strict, nar_strict_ci = mean_ci(per_query.nar[ok])
     chance = float(np.mean(per_query.chance_ap[ok])) if per_query.chance_ap is not None and ok.any() else math.nan
     return {
         "MAP": map_,
@@ -128,6 +155,9 @@ def summarize(per_query: QueryMetrics, redux, level: str) -> dict:
         "MAP_ci": map_ci,
         "MR1_ci": mr1_ci,
         "NAR_ci": nar_ci,
+        "NAR_strict": nar_strict,
+        "NAR_strict_ci": nar_strict_ci,
+        "NAR_kind": nar_kind,
         "queries": int(ok.sum()),
         "skipped": int((~ok).sum()),
         "MAP_chance": chance,

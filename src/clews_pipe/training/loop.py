@@ -32,6 +32,7 @@ CSV_FIELDS = [
     "val_loss",
     "val_MAP",
     "val_NAR",
+    "val_monitor",
     "lr",
     "segments_per_s",
     "data_wait_fraction",
@@ -76,12 +77,15 @@ def make_fabric(fabric_conf: DictConfig, loggers: list | None = None):
     )
 
 
-def monitor_value(monitor: str, val_map: float, val_nar: float) -> float:
+def monitor_value(monitor: str, val_map: float, val_nar: float, m_comp: float | None = None) -> float:
     """The quantity ReduceLROnPlateau and the best checkpoint follow (lower is better).
 
-    ``nar_map`` (Discogs-VI): sqrt(NAR · (1 − MAP)) with NAR as a fraction; ``map`` (SHS100K): −MAP.
+    ``nar_map`` (Discogs-VI): the published per-query ``m_COMP`` when given (``protocol: clews``),
+    else sqrt(NAR · (1 − MAP)) of the means with NAR as a fraction; ``map`` (SHS100K): −MAP.
     """
     if monitor == "nar_map":
+        if m_comp is not None:
+            return float(m_comp)
         return math.sqrt(max(val_nar / 100.0, 0.0) * max(1.0 - val_map, 0.0))
     if monitor == "map":
         return -val_map
@@ -94,8 +98,12 @@ def _epoch_seed(seed: int, epoch: int, rank: int) -> int:
 
 def _append_csv(path: Path, row: dict) -> None:
     new = not path.exists()
+    fields = CSV_FIELDS
+    if not new:  # a run resumed from an older version keeps its file's columns
+        with path.open(newline="") as fh:
+            fields = next(csv.reader(fh), None) or CSV_FIELDS
     with path.open("a", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=CSV_FIELDS)
+        writer = csv.DictWriter(fh, fieldnames=fields, extrasaction="ignore")
         if new:
             writer.writeheader()
         writer.writerow({k: row.get(k, "") for k in CSV_FIELDS})
@@ -140,7 +148,7 @@ def _train_on_rank(fabric, conf: DictConfig, out: Path) -> list[dict]:
     from clews_pipe.model.checkpoint import load_checkpoint, save_checkpoint
     from clews_pipe.model.network import CLEWS
     from clews_pipe.training import stop
-    from clews_pipe.training.validate import validate
+    from clews_pipe.training.validate import validate, validation_data_conf, validation_protocol
 
     tconf = conf.training
     rank, world = fabric.global_rank, fabric.world_size
@@ -157,9 +165,10 @@ def _train_on_rank(fabric, conf: DictConfig, out: Path) -> list[dict]:
         world_size=world,
         workers=int(conf.data.workers),
     )
+    protocol = validation_protocol(conf)
     val_loader = make_train_loader(
         store,
-        conf.data,
+        validation_data_conf(conf),
         split=conf.data.val_split,
         batch_size=int(tconf.batch_size),
         seed=int(tconf.seed) + 1,
@@ -175,7 +184,8 @@ def _train_on_rank(fabric, conf: DictConfig, out: Path) -> list[dict]:
         model = CLEWS(conf.model, samplerate=int(conf.data.samplerate))
     optimizer = torch.optim.Adam(model.parameters(), lr=float(tconf.lr))
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
-        optimizer, mode="min", factor=float(tconf.plateau_factor), patience=int(tconf.plateau_patience)
+        optimizer, mode="min", factor=float(tconf.plateau_factor),
+        patience=protocol.plateau_patience(int(tconf.plateau_patience)),
     )
     start_epoch, best = 0, math.inf
     last_path, best_path = out / LAST_NAME, out / BEST_NAME
@@ -227,7 +237,8 @@ def _train_on_rank(fabric, conf: DictConfig, out: Path) -> list[dict]:
 
         val = validate(fabric, model, val_loader, conf)
         _check_finite(val["loss"], "validation loss", epoch + 1)
-        cost = monitor_value(str(tconf.monitor), val["MAP"], val["NAR"])
+        cost = monitor_value(str(tconf.monitor), val["MAP"], val["NAR_strict"],
+                             val["m_COMP"] if protocol.published_validation else None)
         scheduler.step(cost)
         is_best = cost < best
         best = min(best, cost)
@@ -238,6 +249,7 @@ def _train_on_rank(fabric, conf: DictConfig, out: Path) -> list[dict]:
             "val_loss": round(val["loss"], 6),
             "val_MAP": round(val["MAP"], 6),
             "val_NAR": round(val["NAR"], 6),
+            "val_monitor": round(cost, 6),
             "lr": lr,
             "segments_per_s": round(float(stats[2]) / max(float(stats[4]) / fabric.world_size, 1e-9), 2),
             "data_wait_fraction": round(float(stats[3] / max(stats[4], 1e-9)), 4),

@@ -1,10 +1,16 @@
-"""Per-epoch validation: loss, MAP and NAR on the val split, sharded over ranks.
+"""Per-epoch validation: loss, MAP, NAR and the published monitor on the val split, sharded over ranks.
 
-Each rank embeds its share of validation items (anchor + positives, 150 s blocks, no
-augmentation, the same items every epoch), the anchors' segment embeddings are gathered from all
-ranks, and each rank ranks all gathered anchors for its own anchors as queries with the
-evaluator's reduction and metrics (``clews_pipe.evaluation``). Sums are then all-reduced, so every
-rank gets the same numbers for the scheduler.
+Each rank embeds its share of validation items (anchor + positives, the first ``data.block_len``
+seconds (150 s) of each track, no augmentation, the same items every epoch), the anchors' segment
+embeddings are gathered from all ranks, and each rank ranks all gathered anchors for its own
+anchors as queries. Sums are then all-reduced, so every rank gets the same numbers for the scheduler.
+
+Under ``protocol: clews`` (the default) this is the published ``train.py`` validation: shingles of
+the model's length every model hop / 2 (10 s), distances reduced with the model's positive
+reduction (``model.loss.redux.pos``, bpwr-5), per-query AP and rank percentile (the published NAR,
+"ARP"), and the Discogs-VI monitor ``m_COMP`` = mean over queries of sqrt(ARP · (1 − AP)).
+Under ``protocol: clews-pipe``: the training shingling, ``eval.redux``, and the monitor
+sqrt(NAR/100 · (1 − MAP)) of the pooled means.
 """
 
 from __future__ import annotations
@@ -13,7 +19,32 @@ import math
 
 import numpy as np
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
+
+
+def validation_protocol(conf: DictConfig):
+    from clews_pipe.retrieval.protocol import Protocol
+
+    return Protocol.parse(str(conf.get("protocol", "clews")))
+
+
+def validation_data_conf(conf: DictConfig) -> DictConfig:
+    """The ``data`` section the validation loader uses: the protocol's validation shingle hop."""
+    hop = validation_protocol(conf).validation_hop(float(conf.model.shingling.hop), float(conf.data.shingle_hop))
+    return OmegaConf.merge(conf.data, {"shingle_hop": hop})
+
+
+def validation_redux(conf: DictConfig) -> str:
+    return validation_protocol(conf).validation_redux(str(conf.model.loss.redux.pos), str(conf.eval.redux))
+
+
+def query_sums(per_query) -> list[float]:
+    """``[sum AP, sum NAR (strict), sum ARP (published), sum sqrt(ARP (1 - AP)), queries]`` over the
+    evaluated queries of a :class:`~clews_pipe.retrieval.metrics.QueryMetrics`."""
+    ok = per_query.evaluated
+    ap, nar, arp = per_query.ap[ok], per_query.nar[ok], per_query.arp[ok]
+    comp = np.sqrt(np.clip(arp, 0.0, None) * np.clip(1.0 - ap, 0.0, None))
+    return [float(ap.sum()), float(nar.sum()), float(arp.sum()), float(comp.sum()), float(ok.sum())]
 
 
 @torch.no_grad()
@@ -61,21 +92,24 @@ def validate(fabric, model, loader, conf: DictConfig) -> dict:
     q_z = local_z[torch.as_tensor(q_rows)].cpu()
     no_pad_q = torch.zeros(q_z.shape[:2], dtype=torch.bool)
     no_pad_c = torch.zeros(cand_z.shape[:2], dtype=torch.bool)
-    dist = tile_distances(q_z, no_pad_q, cand_z, no_pad_c, str(conf.eval.redux), memory_mb=256.0)
+    dist = tile_distances(q_z, no_pad_q, cand_z, no_pad_c, validation_redux(conf), memory_mb=256.0)
     by_track = np.argsort(cand_track)
     own_col = by_track[np.searchsorted(cand_track[by_track], local_np[q_rows])]
     per_query = query_metrics(dist, local_clique.cpu().numpy()[q_rows], cand_clique, own_col)
-    ok = per_query.evaluated
-    sums = torch.tensor(
-        [loss_sum, n_batches, float(np.nansum(per_query.ap[ok])), float(np.nansum(per_query.nar[ok])), float(ok.sum())],
-        dtype=torch.float64,
-        device=fabric.device,
-    )
+    sums = torch.tensor([loss_sum, n_batches, *query_sums(per_query)], dtype=torch.float64, device=fabric.device)
     sums = fabric.all_reduce(sums, reduce_op="sum")
-    n_eval = float(sums[4])
+    n_eval = float(sums[6])
+
+    def mean(i: int) -> float:
+        return float(sums[i] / n_eval) if n_eval else math.nan
+
+    published = validation_protocol(conf).published_validation
     return {
         "loss": float(sums[0] / max(float(sums[1]), 1.0)),
-        "MAP": float(sums[2] / n_eval) if n_eval else math.nan,
-        "NAR": float(sums[3] / n_eval) if n_eval else math.nan,
+        "MAP": mean(2),
+        "NAR": mean(4) if published else mean(3),  # the protocol's NAR (published: ARP)
+        "NAR_strict": mean(3),
+        "ARP": mean(4),
+        "m_COMP": mean(5),
         "queries": int(n_eval),
     }

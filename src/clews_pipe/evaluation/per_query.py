@@ -1,0 +1,65 @@
+"""``per_query.csv``: one row per query of an evaluation, to see where a model wins and fails.
+
+Columns: ``track``, ``clique``, ``AP``, ``R1``, ``NAR`` (the protocol's NAR), ``n_positives`` and
+``neighbours``: the ``N_NEIGHBOURS`` nearest candidates (the query itself left out), nearest first,
+as space-separated ``track:distance:match`` items (``match`` 1 = same clique). A query with no
+other version of its clique among the candidates has empty AP / R1 / NAR.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from pathlib import Path
+
+import numpy as np
+
+from clews_pipe.atomic import write_text_atomic
+
+N_NEIGHBOURS = 10
+COLUMNS = ("track", "clique", "AP", "R1", "NAR", "n_positives", "neighbours")
+
+
+def nearest(rows: np.ndarray, own: np.ndarray, k: int = N_NEIGHBOURS) -> tuple[np.ndarray, np.ndarray]:
+    """Columns and distances of the ``k`` nearest candidates of each row (own column excluded,
+    ties by column order); (n, k') with k' = min(k, candidates − 1 or candidates)."""
+    rows = np.array(rows, dtype=np.float64, copy=True)
+    n, m = rows.shape
+    has_own = own >= 0
+    rows[np.nonzero(has_own)[0], own[has_own]] = np.inf
+    k_eff = max(0, min(k, m - (1 if has_own.any() else 0)))
+    order = np.argsort(rows, axis=1, kind="stable")[:, :k_eff]
+    return order, np.take_along_axis(rows, order, axis=1)
+
+
+def neighbour_items(cols: np.ndarray, dists: np.ndarray, candidate_track, candidate_clique, query_clique) -> list[str]:
+    """The ``neighbours`` cell of each query."""
+    out = []
+    for i in range(cols.shape[0]):
+        items = [
+            f"{candidate_track[j]}:{d:.6g}:{int(candidate_clique[j] == query_clique[i])}"
+            for j, d in zip(cols[i].tolist(), dists[i].tolist())
+        ]
+        out.append(" ".join(items))
+    return out
+
+
+def _cell(value: float, digits: str) -> str:
+    return "" if value is None or not math.isfinite(value) else format(float(value), digits)
+
+
+def write_per_query_csv(path: str | Path, track, clique, per_query, nar_kind: str, neighbours: list[str]) -> Path:
+    """Write the table atomically; ``per_query`` is a :class:`~clews_pipe.retrieval.metrics.QueryMetrics`."""
+    nar = per_query.nar_of(nar_kind)
+    n_pos = per_query.n_positives if per_query.n_positives is not None else np.zeros(len(track), dtype=np.int64)
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(COLUMNS)
+    for i in range(len(track)):
+        writer.writerow([
+            str(track[i]), str(clique[i]), _cell(per_query.ap[i], ".6f"), _cell(per_query.r1[i], ".0f"),
+            _cell(nar[i], ".6f"), int(n_pos[i]), neighbours[i],
+        ])
+    write_text_atomic(path, buffer.getvalue())
+    return Path(path)
