@@ -139,3 +139,24 @@ def test_crafted_faiss_header_is_refused_before_allocation(tmp_path, capsys):
     code = main(["search", str(index), str(tmp_path / "e.npz")])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "68719476736 floats" in err[0], err
+
+
+class _Hostile:
+    def __reduce__(self):
+        return (os.system, ("true",))
+
+
+def test_checkpoint_refusal_names_the_global(tmp_path):
+    import torch
+
+    from clews_pipe.model.checkpoint import load_checkpoint
+
+    path = tmp_path / "h.ckpt"
+    torch.save({"model": {}, "x": _Hostile()}, path)
+    with pytest.raises(ClewsError) as info:
+        load_checkpoint(path)
+    msg = str(info.value)
+    assert "posix.system" in msg and "--trust-checkpoint" in msg and "\n" not in msg
+    with pytest.raises(ClewsError) as info:
+        load_checkpoint(path, hint="use another --out")
+    assert "posix.system" in str(info.value) and "--trust-checkpoint" not in str(info.value)

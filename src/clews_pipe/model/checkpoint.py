@@ -60,18 +60,20 @@ def save_checkpoint(path: str | Path, payload: dict) -> None:
 
 
 def _refused_global(message: str) -> str | None:
-    match = re.search(r"Unsupported global: GLOBAL ([\w.]+)", message)
+    # torch <= 2.5: "Unsupported global: GLOBAL x.y"; torch >= 2.6: "unsupported GLOBAL x.y whose module ..."
+    match = re.search(r"Unsupported global: GLOBAL ([\w.]+)|unsupported GLOBAL ([\w.]+)", message, re.IGNORECASE)
     if match:
-        return match.group(1)
+        return match.group(1) or match.group(2)
     match = re.search(r"Unsupported operand \d+|Unsupported class ([\w.]+)", message)
     return match.group(0) if match else None
 
 
-def load_checkpoint(path: str | Path, trust: bool = False) -> dict:
+def load_checkpoint(path: str | Path, trust: bool = False, hint: str = TRUST_HINT) -> dict:
     """Load a checkpoint (ours or a published one) onto the CPU.
 
     Without ``trust`` it is a weights-only load allowing exactly :data:`OFFICIAL_SAFE_GLOBALS`;
-    anything else is refused with a :class:`ClewsError` naming ``--trust-checkpoint``.
+    anything else is refused with a :class:`ClewsError` naming the refused global and ``hint``
+    (by default: ``--trust-checkpoint``; a caller without that flag passes its own).
     """
     path = Path(path)
     if not path.is_file():
@@ -86,7 +88,7 @@ def load_checkpoint(path: str | Path, trust: bool = False) -> dict:
         refused = _refused_global(str(exc))
         if refused is None:
             raise ClewsError(f"{path}: not a loadable checkpoint ({first_line(exc)})") from None
-        raise ClewsError(f"{path}: checkpoint contains {refused}, outside the safe set; {TRUST_HINT}") from None
+        raise ClewsError(f"{path}: checkpoint contains {refused}, outside the safe set; {hint}") from None
     except Exception as exc:  # garbage bytes fail in many ways inside the unpickler
         raise ClewsError(f"{path}: not a readable checkpoint ({first_line(exc)})") from None
     if not isinstance(payload, dict) or "model" not in payload:

@@ -34,6 +34,9 @@ CSV_FIELDS = [
 CONFIG_NAME = "configuration.yaml"
 LAST_NAME = "checkpoint_last.ckpt"
 BEST_NAME = "checkpoint_best.ckpt"
+#: what a refused resume checkpoint tells the user (train has no --trust-checkpoint: it only
+#: resumes from checkpoints it wrote itself, which never need one)
+RESUME_HINT = "clews-pipe train writes no such object: this is not its checkpoint; remove it or use another --out"
 
 
 def make_fabric(fabric_conf: DictConfig, loggers: list | None = None):
@@ -151,7 +154,7 @@ def _train_on_rank(fabric, conf: DictConfig, out: Path) -> list[dict]:
     start_epoch, best = 0, math.inf
     last_path, best_path = out / LAST_NAME, out / BEST_NAME
     if last_path.exists():  # resume: restore before Fabric wraps model and optimizer
-        state = load_checkpoint(last_path)
+        state = load_checkpoint(last_path, hint=RESUME_HINT)
         _check_resume_config(state, conf, last_path)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
