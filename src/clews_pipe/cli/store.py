@@ -30,7 +30,7 @@ def verify(store: Path = typer.Argument(..., help="feature store directory")) ->
     """Check every part file and every ok/truncated track; exit 1 with one line per problem."""
     from clews_pipe.features.store import open_store
 
-    opened = open_store(store)
+    opened = open_store(store, tolerate_damaged=True)
     problems = opened.verify()
     for line in problems:
         typer.echo(line)

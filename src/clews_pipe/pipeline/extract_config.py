@@ -61,6 +61,8 @@ class ExtractConfig:
     cqt_impl: str = "trimmed"  # trimmed (nnAudio kernels cut to their support, ~5x faster) | nnaudio
     retries: int = 2  # a part whose worker dies is recomputed this many times
     progress: bool = True  # show a progress bar on the terminal
+    verify: bool = False  # before the run, check every part's crc32 too (re-extract what fails)
+    retry_failed: bool = False  # extract tracks recorded "failed" again (e.g. after fixing their files)
     slurm: SlurmSettings = field(default_factory=SlurmSettings)
 
 

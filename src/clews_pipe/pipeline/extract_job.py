@@ -2,7 +2,10 @@
 
 ``run_extract(conf)`` is the library entry point behind ``clews-pipe extract``:
 
-1. load the catalog, open (or create) the store, and drop the tracks the store already has;
+1. load the catalog, open (or create) the store and reconcile it with the disk (temporary parts
+   of dead runs removed; parts that are gone or fail their manifest check, with ``verify`` also
+   their crc32, are moved aside so their tracks are extracted again); drop the tracks the store
+   already has (``retry_failed``: failed tracks are extracted again);
 2. record the tracks whose audio is missing (once: an unchanged missing record is not rewritten);
 3. start/attach the Dask cluster (only when there is work) and group the remaining tracks into
    parts of at most ``part_size`` tracks (fewer for small jobs, so every worker has parts),
@@ -11,7 +14,9 @@
    writes its part atomically. A part whose worker dies is rescheduled by the scheduler, one
    whose task raises (e.g. a flaky filesystem) is retried ``retries`` times; either way only the
    in-flight part is lost, and a rerun skips every finished part;
-5. gather the small per-part summaries as they complete (progress bar), then consolidate the index.
+5. gather the small per-part summaries as they complete (progress bar), then consolidate the
+   index, applying the catalog's clique, version, split, title and artist to every indexed track
+   (metadata changes reach the store without decoding again).
 
 A bad track never kills its task: it becomes a record with status "failed" and the reason.
 """
@@ -207,6 +212,13 @@ def _recorded_missing(store_path: str) -> dict[str, str]:
     return dict(zip(missing["track_id"].astype(str), missing["error"].astype(str)))
 
 
+def _failed_track_ids(store_path: str) -> set[str]:
+    from clews_pipe.features.store.reader import load_index
+
+    frame, _parts = load_index(Path(store_path))
+    return set(frame.loc[frame["status"] == "failed", "track_id"].astype(str))
+
+
 def _missing_records(catalog: pd.DataFrame, done: set[str], store_path: str) -> list[dict]:
     missing = catalog[(catalog["status"] == "missing") & ~catalog["track_id"].isin(done)]
     if missing.empty:
@@ -247,13 +259,19 @@ def run_extract(conf: DictConfig, on_start: Optional[Callable[[int, int], None]]
     if not conf.audio:
         raise ClewsError("no audio root given (--audio PATH)")
     started = time.perf_counter()
+    started_wall = time.time()
     store_path = str(Path(conf.out).expanduser().resolve())
     catalog = load_catalog(conf.dataset, conf.meta, conf.audio, splits=tuple(conf.splits))
     cqt_params = _cqt_params(conf)
     writer = create_store(store_path, backend=conf.backend, cqt_params=cqt_params,
                           attrs={"dataset": conf.dataset, "samplerate": int(conf.samplerate),
                                  "max_seconds": float(conf.max_seconds)})
+    reconciled = writer.reconcile(crc=bool(conf.verify), older_than=started_wall)
     done = writer.done_track_ids()
+    retried: set[str] = set()
+    if conf.retry_failed:
+        retried = _failed_track_ids(store_path) & done
+        done -= retried
     tag = run_tag()
 
     missing_records = _missing_records(catalog, done, store_path)
@@ -279,6 +297,11 @@ def run_extract(conf: DictConfig, on_start: Optional[Callable[[int, int], None]]
         "lost_parts": [],
         "cluster_seconds": 0.0,
         "processing_seconds": 0.0,
+        "damaged_parts": reconciled["damaged_parts"],
+        "tracks_reextracted_from_damaged_parts": reconciled["tracks_dropped"],
+        "temporaries_removed": len(reconciled["temporaries_removed"]),
+        "failed_retried": len(retried & set(catalog["track_id"])),
+        "metadata_updated": 0,
     }
     summary["this_run"]["missing"] = len(missing_records)
     job_started = time.perf_counter()
@@ -286,7 +309,8 @@ def run_extract(conf: DictConfig, on_start: Optional[Callable[[int, int], None]]
         _run_parts(conf, store_path, pending, tag, cqt_params, summary, on_start, on_part)
     summary["job_seconds"] = time.perf_counter() - job_started
 
-    index = writer.consolidate()
+    index = writer.consolidate(catalog)
+    summary["metadata_updated"] = writer.metadata_updated
     summary["wall_seconds"] = time.perf_counter() - started
     summary["audio_hours"] = summary["audio_seconds"] / 3600.0
     # throughput of the processing itself (cluster start-up excluded; job_seconds includes it)

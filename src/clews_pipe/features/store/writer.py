@@ -225,9 +225,38 @@ class StoreWriter:
             rows.append(row)
         return rows, arrays
 
-    def consolidate(self) -> pd.DataFrame:
+    def consolidate(self, catalog: pd.DataFrame | None = None) -> pd.DataFrame:
         """Merge every finished part's index fragment into ``<store>/index.parquet`` (atomic);
-        returns the merged index (track_id as a column, plus ``seq``)."""
+        returns the merged index (track_id as a column, plus ``seq``). With ``catalog`` (rows
+        with track_id and the metadata columns), the indexed tracks take its clique, version,
+        split, title and artist; ``self.metadata_updated`` counts the tracks that changed."""
+        from clews_pipe.features.store.reconcile import apply_metadata
+
         frame, parts = self._current_index()
+        self.metadata_updated = 0
+        if catalog is not None:
+            frame, self.metadata_updated = apply_metadata(frame, catalog)
         store_index.write_consolidated(self.root / layout.CONSOLIDATED_INDEX, frame, parts)
         return frame
+
+    def reconcile(self, crc: bool = False, older_than: float | None = None) -> dict:
+        """Make the index agree with the disk before a rerun trusts it: temporary parts older
+        than ``older_than`` (a ``time.time()``; None: keep them) are removed; every part that is
+        gone or fails its manifest check (``crc``: also its crc32) is moved aside and its tracks
+        leave the index (so the rerun extracts them again). Returns
+        ``{"temporaries_removed": [...], "damaged_parts": {part: problem}, "tracks_dropped": n}``."""
+        from clews_pipe.features.store import reconcile
+
+        removed = [] if older_than is None else reconcile.sweep_temporaries(self.root, older_than)
+        unreadable: dict[str, str] = {}
+        from clews_pipe.features.store.reader import load_index
+
+        frame, parts = load_index(self.root, damaged=unreadable)
+        on_disk = layout.finished_part_names(self.parts_dir)
+        bad = dict(unreadable)
+        bad.update(reconcile.damaged_parts(self.root, self.backend, self.n_bins,
+                                           sorted(set(parts) | set(frame["part"].unique()) | set(on_disk)), crc=crc))
+        dropped = int(frame["part"].isin(list(bad)).sum())
+        if bad:
+            reconcile.drop_parts(self.root, frame, parts, bad)
+        return {"temporaries_removed": removed, "damaged_parts": bad, "tracks_dropped": dropped}
