@@ -61,6 +61,14 @@ def _print_summary(summary: dict) -> None:
         f"{summary['bytes_on_disk'] / 2**20:.1f} MiB on disk, {summary['parts']} parts "
         f"({summary['unconsolidated_parts']} not consolidated, {summary['temporary_parts']} temporary)"
     )
+    duplicates = summary.get("duplicates", [])
+    if duplicates:
+        console.print(f"[yellow]{len(duplicates)} track id(s) listed in more than one clique or split[/] (the first entry is kept):")
+        for dup in duplicates[:20]:
+            entries = ", ".join(f"{e['split']}/{e['clique']}" for e in dup.get("entries", []))
+            console.print(f"  {dup['track_id']}: {entries}", highlight=False)
+        if len(duplicates) > 20:
+            console.print(f"  … {len(duplicates) - 20} more: clews-pipe store info --json")
 
 
 def register(app: typer.Typer) -> None:

@@ -45,8 +45,17 @@ _YOUTUBE_ID = re.compile(r"(?:[?&]v=|youtu\.be/|/embed/|/shorts/|/v/)([A-Za-z0-9
 # public entry point
 
 
-def load_catalog(dataset: str, meta, audio, splits=("train", "val", "test"), read_meta_files: bool = True) -> pd.DataFrame:
-    """Catalog of ``dataset`` with metadata ``meta`` and audio root ``audio`` (see module doc)."""
+#: splits a model is trained on; every other split is evaluated (an id in both is a leak)
+TRAINING_SPLITS = ("train",)
+
+
+def load_catalog(dataset: str, meta, audio, splits=("train", "val", "test"), read_meta_files: bool = True,
+                 duplicates: list | None = None) -> pd.DataFrame:
+    """Catalog of ``dataset`` with metadata ``meta`` and audio root ``audio`` (see module doc).
+
+    A track id listed more than once keeps its first entry (splits in the order given); when
+    ``duplicates`` is a list, every id listed in more than one clique or split is appended to it
+    (see :func:`find_duplicates`)."""
     if dataset not in DATASETS:
         raise ClewsError(f"unknown dataset {dataset!r}; expected one of {', '.join(DATASETS)}")
     splits = tuple(splits)
@@ -66,10 +75,45 @@ def load_catalog(dataset: str, meta, audio, splits=("train", "val", "test"), rea
             table = _discogs_table(meta, splits)
         else:
             table = _shs_table(meta, splits)
+        if duplicates is not None:
+            duplicates.extend(find_duplicates(table))
         table = _resolve_prefixed(table, audio_root)
+    if dataset == "folder" and duplicates is not None:
+        duplicates.extend(find_duplicates(table))
     if read_meta_files:
         table = _fill_from_meta_files(table)
     return _finish(table)
+
+
+def find_duplicates(table: pd.DataFrame) -> list[dict]:
+    """The track ids of a raw catalog table (before de-duplication) listed in more than one
+    clique or split: ``[{"track_id", "entries": [{"clique", "split", "version"}, ...]}]``, the
+    first entry being the one kept."""
+    if table.empty:
+        return []
+    keys = table[["track_id", "clique", "split"]].astype(str)
+    repeated = keys["track_id"].duplicated(keep=False).to_numpy()
+    if not repeated.any():
+        return []
+    sub = table[repeated].astype({"track_id": str, "clique": str, "split": str})
+    out = []
+    for track_id, group in sub.groupby("track_id", sort=True):
+        if group["clique"].nunique() < 2 and group["split"].nunique() < 2:
+            continue
+        entries = [{"clique": c, "split": sp, "version": str(v)}
+                   for c, sp, v in zip(group["clique"], group["split"], group.get("version", [""] * len(group)))]
+        out.append({"track_id": str(track_id), "entries": entries})
+    return out
+
+
+def split_leaks(duplicates: list[dict]) -> list[dict]:
+    """The duplicates whose entries span a training split and an evaluated one."""
+    leaks = []
+    for dup in duplicates:
+        splits = {e["split"] for e in dup["entries"]}
+        if splits & set(TRAINING_SPLITS) and splits - set(TRAINING_SPLITS):
+            leaks.append(dup)
+    return leaks
 
 
 # --------------------------------------------------------------------------------------------
@@ -362,7 +406,7 @@ def _read_folder_csv(path: Path) -> pd.DataFrame:
     out = pd.DataFrame({"track_id": track, "clique": listing["clique"]})
     if "split" in listing.columns:
         out["split"] = listing["split"]
-    return out.drop_duplicates("track_id")
+    return out  # a track listed twice is de-duplicated (and reported) by load_catalog
 
 
 # --------------------------------------------------------------------------------------------

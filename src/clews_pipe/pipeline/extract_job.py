@@ -37,7 +37,9 @@ import numpy as np
 import pandas as pd
 from omegaconf import DictConfig
 
+from clews_pipe.atomic import write_json_atomic
 from clews_pipe.errors import ClewsError, first_line
+from clews_pipe.features.store.layout import DUPLICATES
 from clews_pipe.features.cqt_params import CQTParams
 
 # the catalog columns a task needs to build its store records
@@ -212,6 +214,23 @@ def _recorded_missing(store_path: str) -> dict[str, str]:
     return dict(zip(missing["track_id"].astype(str), missing["error"].astype(str)))
 
 
+def _check_split_overlap(conf: DictConfig, duplicates: list[dict]) -> None:
+    """ClewsError naming the first id listed in a training and an evaluated split (a leak),
+    unless ``allow_split_overlap``."""
+    from clews_pipe.pipeline.catalogs import split_leaks
+
+    leaks = split_leaks(duplicates)
+    if not leaks or conf.allow_split_overlap:
+        return
+    first = leaks[0]
+    where = " and ".join(f"split {e['split']} (clique {e['clique']})" for e in first["entries"])
+    more = f" ({len(leaks) - 1} more such ids)" if len(leaks) > 1 else ""
+    raise ClewsError(
+        f"{conf.meta}: track {first['track_id']} is listed in {where}: a training/evaluation leak{more}; "
+        "fix the metadata or pass --allow-split-overlap (the first listed entry is kept)"
+    )
+
+
 def _failed_track_ids(store_path: str) -> set[str]:
     from clews_pipe.features.store.reader import load_index
 
@@ -261,12 +280,15 @@ def run_extract(conf: DictConfig, on_start: Optional[Callable[[int, int], None]]
     started = time.perf_counter()
     started_wall = time.time()
     store_path = str(Path(conf.out).expanduser().resolve())
-    catalog = load_catalog(conf.dataset, conf.meta, conf.audio, splits=tuple(conf.splits))
+    duplicates: list[dict] = []
+    catalog = load_catalog(conf.dataset, conf.meta, conf.audio, splits=tuple(conf.splits), duplicates=duplicates)
+    _check_split_overlap(conf, duplicates)
     cqt_params = _cqt_params(conf)
     writer = create_store(store_path, backend=conf.backend, cqt_params=cqt_params,
                           attrs={"dataset": conf.dataset, "samplerate": int(conf.samplerate),
                                  "max_seconds": float(conf.max_seconds)})
     reconciled = writer.reconcile(crc=bool(conf.verify), older_than=started_wall)
+    write_json_atomic(Path(store_path) / DUPLICATES, {"duplicates": duplicates}, indent=1)
     done = writer.done_track_ids()
     retried: set[str] = set()
     if conf.retry_failed:
@@ -302,6 +324,7 @@ def run_extract(conf: DictConfig, on_start: Optional[Callable[[int, int], None]]
         "temporaries_removed": len(reconciled["temporaries_removed"]),
         "failed_retried": len(retried & set(catalog["track_id"])),
         "metadata_updated": 0,
+        "duplicates": len(duplicates),
     }
     summary["this_run"]["missing"] = len(missing_records)
     job_started = time.perf_counter()

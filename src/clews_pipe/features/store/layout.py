@@ -3,6 +3,7 @@
 ```
 <store>/store.json              format, backend, cqt_params, frame_rate, n_bins, created, attrs
 <store>/index.parquet           consolidated index (optional; written by ``consolidate``)
+<store>/duplicates.json         ids the metadata lists in more than one clique or split (first kept)
 <store>/parts/<name>/           one finished part (renamed into place when complete)
         part.json               manifest: data file, byte offset, n_frames, crc32, write sequence
         index.parquet           the part's index fragment
@@ -30,6 +31,7 @@ CONSOLIDATED_INDEX = "index.parquet"
 PARTS_DIR = "parts"
 PART_MANIFEST = "part.json"
 PART_INDEX = "index.parquet"
+DUPLICATES = "duplicates.json"  # ids the metadata lists in more than one clique or split (extract writes it)
 TEMP_PREFIX = TEMP_MARK  # temporary parts and files: never read, swept by reruns
 DTYPE = "<f2"
 

@@ -287,6 +287,7 @@ class FeatureStore:
             "temporary_parts": len(layout.temp_part_names(parts_dir)),
             "bytes_on_disk": layout.tree_bytes(self.root),
         }
+        summary["duplicates"] = self.duplicates()
         if include_problems:
             bad = idx[idx["status"] != "ok"]
             summary["problems"] = [
@@ -294,6 +295,23 @@ class FeatureStore:
                 for t, s, e, p in zip(bad.index, bad["status"], bad["error"], bad["path"])
             ]
         return summary
+
+    def duplicates(self) -> list[dict]:
+        """Track ids the metadata of the last extract listed in more than one clique or split
+        (``[{"track_id", "entries": [{"clique", "split", "version"}, ...]}]``, first entry kept)."""
+        path = self.root / layout.DUPLICATES
+        if not path.exists():
+            return []
+        try:
+            import json
+
+            with open(path) as fh:
+                found = json.load(fh).get("duplicates", [])
+        except (OSError, ValueError, AttributeError) as exc:
+            raise ClewsError(f"{path}: unreadable list of duplicate track ids ({exc})") from None
+        if not isinstance(found, list) or not all(isinstance(d, dict) and "track_id" in d for d in found):
+            raise ClewsError(f"{path}: not a list of duplicate track ids")
+        return found
 
     def _consolidated_parts(self) -> set[str]:
         path = self.root / layout.CONSOLIDATED_INDEX
