@@ -40,6 +40,8 @@ from omegaconf import DictConfig
 from clews_pipe.atomic import write_json_atomic
 from clews_pipe.errors import ClewsError, first_line
 from clews_pipe.features.store.layout import DUPLICATES
+from clews_pipe.features.store.writer import check_new_store_target
+from clews_pipe.lock import folder_lock
 from clews_pipe.features.cqt_params import CQTParams
 
 # the catalog columns a task needs to build its store records
@@ -270,7 +272,6 @@ def run_extract(conf: DictConfig, on_start: Optional[Callable[[int, int], None]]
     each time a part completes (the CLI's progress bar). Raises ClewsError for a wrong path,
     unreadable metadata or an unwritable store; failed tracks are recorded, not raised.
     """
-    from clews_pipe.features.store import create_store
     from clews_pipe.pipeline.catalogs import load_catalog
 
     if not conf.out:
@@ -283,6 +284,16 @@ def run_extract(conf: DictConfig, on_start: Optional[Callable[[int, int], None]]
     duplicates: list[dict] = []
     catalog = load_catalog(conf.dataset, conf.meta, conf.audio, splits=tuple(conf.splits), duplicates=duplicates)
     _check_split_overlap(conf, duplicates)
+    check_new_store_target(Path(store_path))
+    with folder_lock(store_path, "clews-pipe extract"):
+        return _run_locked(conf, store_path, catalog, duplicates, started, started_wall, on_start, on_part)
+
+
+def _run_locked(conf: DictConfig, store_path: str, catalog: pd.DataFrame, duplicates: list[dict], started: float,
+                started_wall: float, on_start, on_part) -> dict:
+    """run_extract's work while it holds the store's lock."""
+    from clews_pipe.features.store import create_store
+
     cqt_params = _cqt_params(conf)
     writer = create_store(store_path, backend=conf.backend, cqt_params=cqt_params,
                           attrs={"dataset": conf.dataset, "samplerate": int(conf.samplerate),

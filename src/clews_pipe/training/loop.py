@@ -94,20 +94,47 @@ def _check_finite(value: float, what: str, epoch: int, step: int | None = None) 
         )
 
 
-def train(conf: DictConfig, out_dir: str | Path) -> list[dict]:
-    """Train (or resume) a CLEWS model; returns the metrics rows of the epochs run (rank 0)."""
+def train(conf: DictConfig, out_dir: str | Path, allow_data_change: bool = False) -> list[dict]:
+    """Train (or resume) a CLEWS model; returns the metrics rows of the epochs run (rank 0).
+
+    Rank 0 holds the run directory's advisory lock for the whole run (a second training on the
+    same ``out_dir`` stops with one line naming the holder). A resume refuses a different data
+    section (store, splits) unless ``allow_data_change``."""
     from lightning.fabric.loggers import TensorBoardLogger
 
     out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise ClewsError(f"{out}: the run directory is a file")
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise ClewsError(f"{out}: cannot create the run directory ({exc.strerror})") from None
     fabric = make_fabric(conf.fabric, loggers=[TensorBoardLogger(root_dir=str(out), name="tensorboard")])
-    return fabric.launch(_train_on_rank, conf, out)
+    return fabric.launch(_train_locked, conf, out, allow_data_change)
 
 
-def _train_on_rank(fabric, conf: DictConfig, out: Path) -> list[dict]:
+def _train_locked(fabric, conf: DictConfig, out: Path, allow_data_change: bool = False) -> list[dict]:
+    """Rank 0 takes the run directory's lock; every rank learns whether it got it (so all stop
+    together when another training holds it) before anything is written."""
+    import contextlib
+
+    from clews_pipe.lock import folder_lock
+
+    with contextlib.ExitStack() as stack:
+        refusal = ""
+        if fabric.global_rank == 0:
+            try:
+                stack.enter_context(folder_lock(out, "clews-pipe train"))
+            except ClewsError as exc:
+                refusal = str(exc)
+        if fabric.world_size > 1:
+            refusal = fabric.broadcast(refusal, src=0)
+        if refusal:
+            raise ClewsError(refusal)
+        return _train_on_rank(fabric, conf, out, allow_data_change)
+
+
+def _train_on_rank(fabric, conf: DictConfig, out: Path, allow_data_change: bool = False) -> list[dict]:
     from clews_pipe.features.augment import CQAugment
     from clews_pipe.features.cqt_params import CQTParams
     from clews_pipe.features.dataset import make_train_loader
@@ -155,7 +182,7 @@ def _train_on_rank(fabric, conf: DictConfig, out: Path) -> list[dict]:
     last_path, best_path = out / LAST_NAME, out / BEST_NAME
     if last_path.exists():  # resume: restore before Fabric wraps model and optimizer
         state = load_checkpoint(last_path, hint=RESUME_HINT)
-        _check_resume_config(state, conf, last_path)
+        _check_resume_config(state, conf, last_path, allow_data_change)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
@@ -295,10 +322,27 @@ def _unwrapped_state_dict(model) -> dict:
     return {k: v.detach().cpu() for k, v in module.state_dict().items()}
 
 
-def _check_resume_config(state: dict, conf: DictConfig, path: Path) -> None:
-    saved = (state.get("config") or {}).get("model")
+#: the data keys a resume must not change silently (a different store or split is another experiment)
+RESUME_DATA_KEYS = ("store", "train_split", "val_split")
+
+
+def _check_resume_config(state: dict, conf: DictConfig, path: Path, allow_data_change: bool = False) -> None:
+    saved_conf = state.get("config") or {}
+    saved = saved_conf.get("model")
     now = OmegaConf.to_container(conf.model, resolve=True)
     if saved is not None and saved != now:
         raise ClewsError(
             f"{path}: its model config differs from the one given; use another --out or the same config"
         )
+    saved_data = saved_conf.get("data") or {}
+    if allow_data_change or not saved_data:
+        return
+    for key in RESUME_DATA_KEYS:
+        before, after = saved_data.get(key), conf.data.get(key)
+        if key == "store" and before and after:
+            before, after = str(Path(before).expanduser().resolve()), str(Path(after).expanduser().resolve())
+        if before is not None and before != after:
+            raise ClewsError(
+                f"{path}: this run was trained with data.{key}={before!r}, not {after!r}; "
+                "use another --out, the same data, or --allow-data-change to continue on the new data"
+            )

@@ -62,12 +62,7 @@ def create_store(path, backend: str = "zarr", cqt_params: "CQTParams | dict | No
             }
         except (KeyError, TypeError, ValueError) as exc:
             raise ClewsError(f"invalid cqt_params/attrs for store {root}: {exc}") from None
-        if root.exists() and not root.is_dir():
-            raise ClewsError(f"{root}: exists and is not a directory")
-        # a concurrent creator may have made parts/ and its temporary store.json already
-        if root.is_dir() and any(n != layout.PARTS_DIR and not n.startswith(layout.TEMP_PREFIX)
-                                 and n != layout.STORE_META for n in os.listdir(root)):
-            raise ClewsError(f"{root}: directory exists, is not empty and is not a clews-pipe feature store")
+        check_new_store_target(root)
         try:
             (root / layout.PARTS_DIR).mkdir(parents=True, exist_ok=True)
             _publish_meta(meta_path, meta)
@@ -80,9 +75,37 @@ def create_store(path, backend: str = "zarr", cqt_params: "CQTParams | dict | No
         wanted = _normalised(_as_params(cqt_params).to_dict())
         if wanted != meta["cqt_params"]:
             raise ClewsError(f"{root}: existing store has cqt_params {meta['cqt_params']}, not {wanted}")
-    if not os.access(root / layout.PARTS_DIR, os.W_OK):
-        raise ClewsError(f"{root / layout.PARTS_DIR}: not writable")
+    _probe_writable(root / layout.PARTS_DIR)
     return StoreWriter(root, meta)
+
+
+#: names a store folder may hold before its store.json exists (a concurrent creator's parts/ and
+#: temporary store.json, the extract lock)
+_PRE_STORE_NAMES = (layout.PARTS_DIR, layout.STORE_META, ".lock")
+
+
+def check_new_store_target(root: Path) -> None:
+    """ClewsError when a store cannot be created at ``root`` (a file, or a non-empty folder that
+    is not a store); nothing is changed."""
+    root = Path(root)
+    if (root / layout.STORE_META).exists():
+        return
+    if root.exists() and not root.is_dir():
+        raise ClewsError(f"{root}: exists and is not a directory")
+    if root.is_dir() and any(n not in _PRE_STORE_NAMES and not n.startswith(layout.TEMP_PREFIX)
+                             for n in os.listdir(root)):
+        raise ClewsError(f"{root}: directory exists, is not empty and is not a clews-pipe feature store")
+
+
+def _probe_writable(folder: Path) -> None:
+    """Create and remove a temporary folder in ``folder``: a real write, so a read-only mount or
+    missing permission is one ClewsError before any decoding (``os.access`` lies for root)."""
+    import tempfile
+
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=f"{layout.TEMP_PREFIX}probe-", dir=folder))
+    except OSError as exc:
+        raise ClewsError(f"{folder}: not writable ({exc.strerror or exc})") from None
 
 
 def _publish_meta(meta_path: Path, meta: dict) -> None:
