@@ -18,6 +18,8 @@ import uuid
 from pathlib import Path
 from typing import Any, Iterator
 
+from clews_pipe.errors import ClewsError
+
 TEMP_MARK = ".tmp-"  # temporary names start with this (dot-files: ignored by listings of finished files)
 
 
@@ -39,12 +41,27 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
+def ensure_dir(path: str | Path, what: str = "output folder") -> Path:
+    """Create folder ``path`` (and its parents); one ClewsError line naming it when it is a file,
+    lies below a file, or cannot be created."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise ClewsError(f"{path}: {what} exists and is not a directory")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ClewsError(f"{path}: cannot create the {what} ({exc.strerror or exc})") from None
+    return path
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path, suffix: str = "") -> Iterator[Path]:
     """Yield a temporary path beside ``path`` (ending in ``suffix``, e.g. ``.npz`` for ``np.savez``);
     write the file there; on success it replaces ``path``."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.is_dir():
+        raise ClewsError(f"{path}: is a directory; give the path of a file to write")
+    ensure_dir(path.parent)
     tmp = path.with_name(f"{TEMP_MARK}{path.name}-{uuid.uuid4().hex[:12]}{suffix}")
     try:
         yield tmp

@@ -113,6 +113,8 @@ def build_segment_index(source: str | Path, out: str | Path, hop: float = 5.0) -
     """Index every candidate segment of ``source``; write ``out`` and its mapping beside it."""
     import faiss
 
+    if Path(out).is_dir() or mapping_path(Path(out)).is_dir():  # before anything is written
+        raise ClewsError(f"{out}: is a directory; give the path of the index file to write")
     vectors, tracks, segment_track, segment_start = segments_from_source(source, hop=hop)
     index = faiss.IndexFlatL2(int(vectors.shape[1]))
     index.add(vectors)

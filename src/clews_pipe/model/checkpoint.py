@@ -153,6 +153,8 @@ def import_official(
     """Convert a published ``checkpoint_best.ckpt`` (+ its ``configuration.yaml``; ``None`` = use
     the checkpoint's own ``conf``) into our format at ``out_path``. The weights are checked to load
     strictly into our model first. Returns the written payload."""
+    if Path(out_path).is_dir():  # before the (large) checkpoint is read
+        raise ClewsError(f"{out_path}: is a directory; give the path of the checkpoint file to write")
     payload = load_checkpoint(ckpt_path, trust=trust)
     conf = checkpoint_config(payload, where=str(ckpt_path), config_yaml=config_yaml)
     state = {k: v for k, v in payload["model"].items()}

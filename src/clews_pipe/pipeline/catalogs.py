@@ -75,11 +75,15 @@ def load_catalog(dataset: str, meta, audio, splits=("train", "val", "test"), rea
             table = _discogs_table(meta, splits)
         else:
             table = _shs_table(meta, splits)
+        if table.empty:
+            raise ClewsError(f"{meta}: no tracks in splits {', '.join(splits)}")
         if duplicates is not None:
             duplicates.extend(find_duplicates(table))
         table = _resolve_prefixed(table, audio_root)
     if dataset == "folder" and duplicates is not None:
         duplicates.extend(find_duplicates(table))
+    if table.empty:
+        raise ClewsError(f"{meta if meta is not None else audio_root}: no tracks in splits {', '.join(splits)}")
     if read_meta_files:
         table = _fill_from_meta_files(table)
     return _finish(table)
@@ -148,10 +152,15 @@ def _light_split_table(path: Path, split: str) -> pd.DataFrame:
             raise ClewsError(f"{path}: clique {clique} is not a list of versions")
         for entry in entries:
             try:
-                ids.append(entry["youtube_id"])
+                youtube_id = entry["youtube_id"]
                 versions.append(entry.get("version_id", ""))
             except (KeyError, TypeError, AttributeError):
                 raise ClewsError(f"{path}: clique {clique} has a version without 'youtube_id'") from None
+            if not isinstance(youtube_id, str) or not youtube_id.strip():
+                raise ClewsError(
+                    f"{path}: clique {clique}: youtube_id {json.dumps(youtube_id)[:60]} is not a non-empty string"
+                )
+            ids.append(youtube_id)
             titles.append(entry.get("track_title", ""))
             cliques.append(clique)
     return pd.DataFrame(

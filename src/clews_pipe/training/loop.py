@@ -47,17 +47,47 @@ def make_fabric(fabric_conf: DictConfig, loggers: list | None = None):
     if precision == "32":
         precision = "32-true"
     devices: Any = fabric_conf.devices
-    strategy = fabric_conf.strategy
+    strategy: Any = fabric_conf.strategy
+    from lightning.fabric.strategies import STRATEGY_REGISTRY
+
+    known = ["auto", *sorted(STRATEGY_REGISTRY.available_strategies())]
+    if str(strategy) not in known:
+        raise ClewsError(f"config fabric.strategy={strategy!r}: not a Fabric strategy (e.g. {', '.join(known[:6])})")
     if str(devices) in ("1",) and int(fabric_conf.nodes) == 1:
         strategy = "auto"
-    return Fabric(
-        accelerator=fabric_conf.accelerator,
-        devices=devices,
-        num_nodes=int(fabric_conf.nodes),
-        strategy=strategy,
-        precision=precision,
-        loggers=loggers,
-    )
+    else:
+        strategy = _with_timeout(str(strategy), float(fabric_conf.get("timeout", 600.0)))
+    try:
+        return Fabric(
+            accelerator=fabric_conf.accelerator,
+            devices=devices,
+            num_nodes=int(fabric_conf.nodes),
+            strategy=strategy,
+            precision=precision,
+            loggers=loggers,
+        )
+    except Exception as exc:  # lightning raises ValueError / RuntimeError / MisconfigurationException
+        from clews_pipe.errors import first_line
+
+        raise ClewsError(
+            f"config fabric.accelerator={fabric_conf.accelerator!r}, fabric.strategy={fabric_conf.strategy!r}, "
+            f"fabric.devices={devices!r}: {first_line(exc)}"
+        ) from None
+
+
+#: DDP strategy names and the start method each means (``ddp`` starts its own subprocesses)
+_DDP_START = {"ddp": "popen", "ddp_spawn": "spawn", "ddp_fork": "fork", "ddp_notebook": "fork"}
+
+
+def _with_timeout(strategy: str, timeout_s: float):
+    """A DDP strategy name as a DDPStrategy with ``timeout_s`` on its collectives; others unchanged."""
+    if strategy not in _DDP_START:
+        return strategy
+    from datetime import timedelta
+
+    from lightning.fabric.strategies import DDPStrategy
+
+    return DDPStrategy(start_method=_DDP_START[strategy], timeout=timedelta(seconds=timeout_s))
 
 
 def monitor_value(monitor: str, val_map: float, val_nar: float) -> float:
