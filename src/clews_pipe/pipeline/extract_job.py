@@ -45,6 +45,7 @@ from clews_pipe.lock import folder_lock
 from clews_pipe.features.cqt_params import CQTParams
 
 # the catalog columns a task needs to build its store records
+WORKER_LOGS = "logs"  # <store>/logs/: one log file per Dask worker (task tracebacks go there)
 RECORD_FIELDS = ("track_id", "clique", "version", "split", "title", "artist", "path")
 STATUSES = ("ok", "truncated", "failed", "missing")
 
@@ -375,7 +376,9 @@ def _run_parts(conf: DictConfig, store_path: str, pending: pd.DataFrame, tag: st
     from clews_pipe.pipeline.cluster import dask_client
 
     cluster_started = time.perf_counter()
-    with dask_client(conf) as client:
+    log_dir = str(Path(store_path) / WORKER_LOGS)
+    summary["worker_logs"] = log_dir
+    with dask_client(conf, log_dir=log_dir) as client:
         processing_started = time.perf_counter()
         summary["cluster_seconds"] = processing_started - cluster_started
         part_size = effective_part_size(len(pending), int(conf.part_size), expected_workers(conf, client))

@@ -130,3 +130,5 @@ def print_summary(summary: dict, console: Optional[Console] = None) -> None:
         console.print(f"[yellow]part {part} damaged[/]: {problem} (moved aside, its tracks extracted again)")
     for lost in summary["lost_parts"]:
         console.print(f"[red]part {lost['part']} lost[/]: {lost['error']} (a rerun retries its tracks)")
+    if summary["lost_parts"] and summary.get("worker_logs"):
+        console.print(f"worker tracebacks: {summary['worker_logs']}/")
