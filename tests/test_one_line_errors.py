@@ -159,3 +159,25 @@ def test_checkpoint_import_out_is_a_directory(official_tiny, tmp_path, capsys):
     code = main(["checkpoint", "import", str(official_tiny / "checkpoint_best.ckpt"), "--out", str(target)])
     assert "ckpt" in one_error_line(capsys, code)
     assert os.listdir(target) == [] and sorted(os.listdir(tmp_path)) == ["ckpt"]
+
+
+# ------------------------------------------------------------------------------- DDP timeout
+
+
+def test_ddp_timeout_is_configurable_and_well_under_the_torch_default():
+    from datetime import timedelta
+
+    from omegaconf import OmegaConf
+
+    from clews_pipe.model.run_config import load_train_config
+    from clews_pipe.training.loop import make_fabric
+
+    conf = load_train_config(TINY, ["fabric.devices=2", "fabric.accelerator=cpu", "fabric.strategy=ddp"])
+    assert conf.fabric.timeout <= 900  # torch's default for gloo/CPU is 30 min
+    fabric = make_fabric(conf.fabric)
+    assert fabric.strategy._timeout == timedelta(seconds=conf.fabric.timeout)
+    conf = load_train_config(TINY, ["fabric.devices=2", "fabric.accelerator=cpu", "fabric.timeout=42"])
+    assert make_fabric(conf.fabric).strategy._timeout == timedelta(seconds=42)
+    with pytest.raises(Exception, match="fabric.timeout"):
+        load_train_config(TINY, ["fabric.timeout=0"])
+    assert OmegaConf.select(conf, "fabric.timeout") == 42

@@ -160,3 +160,19 @@ def test_checkpoint_refusal_names_the_global(tmp_path):
     with pytest.raises(ClewsError) as info:
         load_checkpoint(path, hint="use another --out")
     assert "posix.system" in str(info.value) and "--trust-checkpoint" not in str(info.value)
+
+
+def test_distance_fingerprint_covers_every_value():
+    """Issue 10: the fingerprint sampled at most ~1M values per array, so a change between two
+    samples reused stale tiles. Every single value now changes it."""
+    from clews_pipe.evaluation.distances import fingerprint
+
+    base = np.zeros(3_000_001, dtype=np.float32)
+    reference = fingerprint(base, extra="x")
+    for position in (1, 2, 1_500_001, 3_000_000):
+        changed = base.copy()
+        changed[position] = 1e-3
+        assert fingerprint(changed, extra="x") != reference, position
+    assert fingerprint(base.copy(), extra="x") == reference
+    assert fingerprint(base.reshape(1, -1), extra="x") != reference  # shape counts
+    assert fingerprint(np.array(["a", "b"]), extra="") != fingerprint(np.array(["a", "c"]), extra="")

@@ -56,6 +56,8 @@ def make_fabric(fabric_conf: DictConfig, loggers: list | None = None):
     if str(devices) in ("1",) and int(fabric_conf.nodes) == 1:
         strategy = "auto"
     else:
+        if str(strategy) == "auto" and str(fabric_conf.accelerator) in ("cpu", "gpu", "cuda", "auto"):
+            strategy = "ddp"  # what Fabric's "auto" picks for several processes there, with our timeout
         strategy = _with_timeout(str(strategy), float(fabric_conf.get("timeout", 600.0)))
     try:
         return Fabric(
