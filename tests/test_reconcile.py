@@ -141,6 +141,9 @@ def test_truncated_data_file_and_garbage_manifest_are_extracted_again(corpus, sc
         np.testing.assert_array_equal(after[track], frames)
     names = os.listdir(out / layout.PARTS_DIR)
     assert sum(n.startswith(".damaged-") for n in names) == 2  # kept aside, never read
+    capsys.readouterr()
+    assert main(["store", "info", str(out), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["damaged_parts_set_aside"] == 2
 
 
 def test_metadata_changes_reach_the_index_without_decoding(corpus, scheduler, tmp_path):

@@ -61,6 +61,9 @@ def _print_summary(summary: dict) -> None:
         f"{summary['bytes_on_disk'] / 2**20:.1f} MiB on disk, {summary['parts']} parts "
         f"({summary['unconsolidated_parts']} not consolidated, {summary['temporary_parts']} temporary)"
     )
+    if summary.get("damaged_parts_set_aside"):
+        console.print(f"[yellow]{summary['damaged_parts_set_aside']} damaged part(s) set aside[/] in "
+                      f"{summary['path']}/parts/.damaged-* (their tracks were extracted again; delete them after a look)")
     duplicates = summary.get("duplicates", [])
     if duplicates:
         console.print(f"[yellow]{len(duplicates)} track id(s) listed in more than one clique or split[/] (the first entry is kept):")

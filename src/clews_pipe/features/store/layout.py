@@ -9,6 +9,9 @@
         index.parquet           the part's index fragment
         frames.zarr | frames.h5 the part's frames, (n_frames, n_bins) float16, uncompressed
 <store>/parts/.tmp-<name>-<uuid>/   a part being written (ignored by every reader)
+<store>/parts/.damaged-<name>-<time>/  a part a rerun found damaged (moved aside, never read)
+<store>/.lock                   the advisory lock an extract holds
+<store>/logs/                   the Dask workers' logs of the last extracts
 ```
 """
 
@@ -62,6 +65,16 @@ def finished_part_names(parts_dir: Path) -> list[str]:
 def temp_part_names(parts_dir: Path) -> list[str]:
     try:
         return sorted(n for n in os.listdir(parts_dir) if n.startswith(TEMP_PREFIX))
+    except FileNotFoundError:
+        return []
+
+
+DAMAGED_PREFIX = ".damaged-"  # parts a rerun found damaged and moved aside (never read)
+
+
+def damaged_part_names(parts_dir: Path) -> list[str]:
+    try:
+        return sorted(n for n in os.listdir(parts_dir) if n.startswith(DAMAGED_PREFIX))
     except FileNotFoundError:
         return []
 

@@ -285,6 +285,7 @@ class FeatureStore:
             "parts": len(self.part_seqs),
             "unconsolidated_parts": len(set(self.part_seqs) - self._consolidated_parts()),
             "temporary_parts": len(layout.temp_part_names(parts_dir)),
+            "damaged_parts_set_aside": len(layout.damaged_part_names(parts_dir)),
             "bytes_on_disk": layout.tree_bytes(self.root),
         }
         summary["duplicates"] = self.duplicates()

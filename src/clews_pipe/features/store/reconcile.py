@@ -24,7 +24,7 @@ from clews_pipe.features.store import layout
 
 #: the index columns that come from the metadata alone (applied on rerun without decoding)
 METADATA_COLUMNS = ("clique", "version", "split", "title", "artist")
-DAMAGED_PREFIX = ".damaged-"
+DAMAGED_PREFIX = layout.DAMAGED_PREFIX
 
 
 def sweep_temporaries(root: Path, older_than: float) -> list[str]:
