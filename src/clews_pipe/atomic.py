@@ -54,6 +54,18 @@ def ensure_dir(path: str | Path, what: str = "output folder") -> Path:
     return path
 
 
+def check_dir_target(path: str | Path, what: str = "output folder") -> Path:
+    """ClewsError when folder ``path`` could not be created (it, or the nearest existing folder
+    above it, is a file); creates nothing."""
+    path = Path(path)
+    probe = path
+    while not probe.exists() and probe.parent != probe:
+        probe = probe.parent
+    if probe.exists() and not probe.is_dir():
+        raise ClewsError(f"{path}: {what} {'exists and is' if probe == path else f'lies below {probe}, which is'} not a directory")
+    return path
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path, suffix: str = "") -> Iterator[Path]:
     """Yield a temporary path beside ``path`` (ending in ``suffix``, e.g. ``.npz`` for ``np.savez``);

@@ -56,9 +56,9 @@ def evaluate(
     if level not in ("track", "segment"):
         raise ClewsError(f"--level must be track or segment, not {level!r}")
     redux = Redux.parse(redux)
-    from clews_pipe.atomic import ensure_dir
+    from clews_pipe.atomic import check_dir_target
 
-    ensure_dir(out, "--out folder")
+    check_dir_target(out, "--out folder")
     tau_values = _floats(taus, "--taus") if level == "segment" else []
     if export_wealy is not None and level != "track":
         raise ClewsError("--export-wealy writes the track-level matrix: use it with --level track")
