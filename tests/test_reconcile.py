@@ -214,3 +214,14 @@ def test_verify_reads_fragments_and_survives_damaged_manifest_and_store_json(cor
         assert main(command) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and err[0].startswith("error:") and "'n_bins'" in err[0]
+
+
+def test_damaged_consolidated_index_is_rebuilt_from_the_parts(corpus, scheduler, tmp_path):
+    out = tmp_path / "s.store"
+    run_extract(conf_for(corpus, out, scheduler))
+    before = open_store(out).index.sort_index()
+    (out / layout.CONSOLIDATED_INDEX).write_bytes(b"PAR1 garbage")
+    again = run_extract(conf_for(corpus, out, scheduler))
+    assert again["tracks_submitted"] == 0 and layout.CONSOLIDATED_INDEX in again["damaged_parts"]
+    after = open_store(out).index.sort_index()
+    assert after.drop(columns=["part"]).equals(before.drop(columns=["part"]))

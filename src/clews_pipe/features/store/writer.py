@@ -266,7 +266,8 @@ class StoreWriter:
         """Make the index agree with the disk before a rerun trusts it: temporary parts older
         than ``older_than`` (a ``time.time()``; None: keep them) are removed; every part that is
         gone or fails its manifest check (``crc``: also its crc32) is moved aside and its tracks
-        leave the index (so the rerun extracts them again). Returns
+        leave the index (so the rerun extracts them again); an unreadable consolidated index is
+        moved aside and rebuilt from the parts' fragments. Returns
         ``{"temporaries_removed": [...], "damaged_parts": {part: problem}, "tracks_dropped": n}``."""
         from clews_pipe.features.store import reconcile
 
@@ -274,12 +275,21 @@ class StoreWriter:
         unreadable: dict[str, str] = {}
         from clews_pipe.features.store.reader import load_index
 
-        frame, parts = load_index(self.root, damaged=unreadable)
+        consolidated = self.root / layout.CONSOLIDATED_INDEX
+        try:
+            frame, parts = load_index(self.root, damaged=unreadable)
+        except ClewsError:  # the consolidated index itself is damaged: rebuild it from the parts
+            if not consolidated.exists():
+                raise
+            stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
+            os.rename(consolidated, self.root / f"{layout.DAMAGED_PREFIX}{layout.CONSOLIDATED_INDEX}-{stamp}")
+            unreadable[layout.CONSOLIDATED_INDEX] = "unreadable consolidated index: rebuilt from the parts' fragments"
+            frame, parts = load_index(self.root, damaged=unreadable)
         on_disk = layout.finished_part_names(self.parts_dir)
         bad = dict(unreadable)
         bad.update(reconcile.damaged_parts(self.root, self.backend, self.n_bins,
                                            sorted(set(parts) | set(frame["part"].unique()) | set(on_disk)), crc=crc))
         dropped = int(frame["part"].isin(list(bad)).sum())
         if bad:
-            reconcile.drop_parts(self.root, frame, parts, bad)
+            reconcile.drop_parts(self.root, frame, parts, {k: v for k, v in bad.items() if k != layout.CONSOLIDATED_INDEX})
         return {"temporaries_removed": removed, "damaged_parts": bad, "tracks_dropped": dropped}
