@@ -18,7 +18,7 @@ PACKAGE_ROOT = Path(clews_pipe.__file__).parent
 #: floor of each package; a package may import only packages of a strictly lower floor
 FLOORS = {
     "errors": 0,
-    "config": 1, "atomic": 1, "progress": 1, "resources": 1,
+    "config": 1, "atomic": 1, "progress": 1, "resources": 1, "lock": 1,
     "audio": 2, "retrieval": 2,
     "features": 3,
     "model": 4,

@@ -18,6 +18,8 @@ import uuid
 from pathlib import Path
 from typing import Any, Iterator
 
+from clews_pipe.errors import ClewsError
+
 TEMP_MARK = ".tmp-"  # temporary names start with this (dot-files: ignored by listings of finished files)
 
 
@@ -40,12 +42,39 @@ def fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
+def ensure_dir(path: str | Path, what: str = "output folder") -> Path:
+    """Create folder ``path`` (and its parents); one ClewsError line naming it when it is a file,
+    lies below a file, or cannot be created."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise ClewsError(f"{path}: {what} exists and is not a directory")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ClewsError(f"{path}: cannot create the {what} ({exc.strerror or exc})") from None
+    return path
+
+
+def check_dir_target(path: str | Path, what: str = "output folder") -> Path:
+    """ClewsError when folder ``path`` could not be created (it, or the nearest existing folder
+    above it, is a file); creates nothing."""
+    path = Path(path)
+    probe = path
+    while not probe.exists() and probe.parent != probe:
+        probe = probe.parent
+    if probe.exists() and not probe.is_dir():
+        raise ClewsError(f"{path}: {what} {'exists and is' if probe == path else f'lies below {probe}, which is'} not a directory")
+    return path
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path, suffix: str = "") -> Iterator[Path]:
     """Yield a temporary path beside ``path`` (ending in ``suffix``, e.g. ``.npz`` for ``np.savez``);
     write the file there; on success it replaces ``path``."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.is_dir():
+        raise ClewsError(f"{path}: is a directory; give the path of a file to write")
+    ensure_dir(path.parent)
     tmp = path.with_name(f"{TEMP_MARK}{path.name}-{uuid.uuid4().hex[:12]}{suffix}")
     try:
         yield tmp

@@ -68,9 +68,21 @@ def load_config(
                 conf = OmegaConf.merge(conf, OmegaConf.from_dotlist(list(overrides)))
             except OmegaConfBaseException as exc:
                 raise ClewsError(_one_line(exc, "overrides")) from None
+        _resolve_all(conf, str(path) if path else "config")
         return conf  # type: ignore[return-value]
     except OmegaConfBaseException as exc:
         raise ClewsError(_one_line(exc, str(path) if path else "config")) from None
+
+
+def _resolve_all(conf: DictConfig, where: str) -> None:
+    """Resolve every ``${...}`` interpolation now, so that a bad one (``training.lr=${missing}``)
+    is one ClewsError line naming its key instead of a traceback wherever it is first read."""
+    from omegaconf.errors import InterpolationResolutionError
+
+    try:
+        OmegaConf.resolve(conf)
+    except InterpolationResolutionError as exc:
+        raise ClewsError(_one_line(exc, where)) from None
 
 
 def to_yaml(conf: Any) -> str:

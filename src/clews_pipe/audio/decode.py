@@ -6,8 +6,9 @@ wav, ...), channels are averaged, and soxr (HQ) resamples to ``samplerate``. Onl
 
 A damaged file keeps whatever decodes: decode errors in the middle of the stream, or a decoded
 length much shorter than the length the container states (an mp3 cut in the middle), set
-``truncated`` and explain it in ``note``. A file that yields no audio at all (missing, empty,
-not audio, no audio stream, zero samples) raises :class:`AudioDecodeError` with one line that
+``truncated`` and explain it in ``note``; so do NaN/inf samples (set to 0, counted in ``note``).
+A file that yields no audio at all (missing, empty, not audio, no audio stream, zero samples,
+only NaN/inf samples) raises :class:`AudioDecodeError` with one line that
 names the file. FFmpeg's own log output stays off (PyAV's default log level ``None``), so
 nothing is printed to stderr by the decoder.
 """
@@ -46,6 +47,8 @@ class DecodedAudio:
     ``capped`` says decoding stopped at ``max_seconds`` (the file is at least that long; what
     lies beyond was never decoded) — a deliberate cut, not damage, so ``truncated`` stays False.
     ``source_duration`` is the length the container states (NaN when unknown).
+    ``nonfinite`` counts NaN/inf samples (mono, at the file's rate) that were set to 0: a file
+    with any is ``truncated`` with the count in ``note``; one with nothing else fails.
     """
 
     waveform: np.ndarray
@@ -55,6 +58,7 @@ class DecodedAudio:
     note: str
     capped: bool = False
     source_duration: float = float("nan")
+    nonfinite: int = 0
 
 
 _DTYPES = {"u8": np.uint8, "s16": np.int16, "s32": np.int32, "s64": np.int64, "flt": np.float32, "dbl": np.float64}
@@ -200,8 +204,13 @@ def decode_audio(path, samplerate: int = 16000, max_seconds: float = 600.0) -> D
     capped = bool(stopped_early)
     if capped:
         waveform = waveform[: int(needed)]
-    if not np.isfinite(waveform.sum(dtype=np.float64)):  # float codecs can emit inf/nan on damage
-        np.nan_to_num(waveform, copy=False, nan=0.0, posinf=0.0, neginf=0.0)
+    nonfinite, n_samples = 0, int(waveform.shape[0])
+    if not np.isfinite(waveform.sum(dtype=np.float64)):  # float codecs/files can hold inf/nan
+        bad = ~np.isfinite(waveform)
+        nonfinite = int(bad.sum())
+        if nonfinite == waveform.shape[0]:
+            raise AudioDecodeError(f"{path}: all {nonfinite} decoded samples are NaN or infinite")
+        waveform[bad] = 0.0
     decoded_seconds = waveform.shape[0] / in_rate
 
     if in_rate != samplerate:
@@ -212,6 +221,8 @@ def decode_audio(path, samplerate: int = 16000, max_seconds: float = 600.0) -> D
     waveform = np.ascontiguousarray(waveform, dtype=np.float32)
 
     notes = []
+    if nonfinite:
+        notes.append(f"{nonfinite} of {n_samples} samples were NaN or infinite (set to 0)")
     if errors:
         notes.append(f"{errors} decode error(s) from {error_at:.1f} s ({first_error})")
     if not capped and math.isfinite(source_duration):
@@ -226,4 +237,5 @@ def decode_audio(path, samplerate: int = 16000, max_seconds: float = 600.0) -> D
         note="; ".join(notes),
         capped=capped,
         source_duration=source_duration,
+        nonfinite=nonfinite,
     )

@@ -55,6 +55,9 @@ def evaluate(
 
     from clews_pipe.retrieval.protocol import Protocol
 
+    from clews_pipe.atomic import check_dir_target
+
+    check_dir_target(out, "--out folder")
     chosen = Protocol.parse(protocol, distractors=distractors, nar=nar, shingles=shingles)
     tau_values = tuple(_floats(taus, "--taus")) if level == "segment" else ()
     if export_wealy is not None and level != "track":
@@ -106,11 +109,12 @@ def fuse(
     matrix_b: Path = typer.Argument(..., help="distances.zarr folder or WEALY pickle"),
     alphas: str = typer.Option("0,0.25,0.5,0.75,1", "--alphas", help="weights alpha of B in A + alpha*B"),
     out: Path = typer.Option(Path("fusion.csv"), "--out", help="CSV with MAP/MR1/NAR per alpha"),
+    trust_pickle: bool = typer.Option(False, "--trust-pickle", help="unpickle WEALY files without the restricted loader (runs code in them)"),
 ) -> None:
     """Evaluate the late fusion A + alpha * B of two distance matrices over the same tracks."""
     from clews_pipe.evaluation.fuse import fuse as run_fuse
 
-    rows = run_fuse(matrix_a, matrix_b, _floats(alphas, "--alphas"), out)
+    rows = run_fuse(matrix_a, matrix_b, _floats(alphas, "--alphas"), out, trust_pickle=trust_pickle)
     for row in rows:
         typer.echo(f"alpha={row['alpha']:g}  NAR={row['NAR']:.2f}  MAP={row['MAP']:.3f}  MR1={row['MR1']:.1f}")
     typer.echo(f"written: {out}")

@@ -21,6 +21,9 @@ def extract(
     config: Optional[Path] = typer.Option(None, "--config", help="YAML config (configs/extract-local.yaml)"),
     print_job_script: bool = typer.Option(False, "--print-job-script", help="print the SLURM worker job script and exit"),
     quiet: bool = typer.Option(False, "--quiet", help="no progress bar"),
+    verify: bool = typer.Option(False, "--verify", help="check every part's crc32 before the run; re-extract the tracks of parts that fail"),
+    retry_failed: bool = typer.Option(False, "--retry-failed", help="extract tracks recorded 'failed' again"),
+    allow_split_overlap: bool = typer.Option(False, "--allow-split-overlap", help="accept ids listed in a training and an evaluated split (the first listed wins)"),
 ) -> None:
     """Extract CQT features of every catalog track into STORE (reruns only do what is missing)."""
     from clews_pipe.pipeline.extract_config import load_extract_config
@@ -29,6 +32,8 @@ def extract(
         config, overrides or [],
         dataset=dataset, meta=meta, audio=audio, out=out, backend=backend, workers=workers,
         scheduler=scheduler, cluster=cluster, progress=False if quiet else None,
+        verify=True if verify else None, retry_failed=True if retry_failed else None,
+        allow_split_overlap=True if allow_split_overlap else None,
     )
     if print_job_script:
         from clews_pipe.pipeline.cluster import slurm_job_script

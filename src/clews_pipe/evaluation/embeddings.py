@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from clews_pipe.atomic import atomic_path
-from clews_pipe.errors import ClewsError
+from clews_pipe.errors import ClewsError, first_line
 
 
 @dataclass
@@ -64,16 +64,49 @@ def write_npz_atomically(path: str | Path, arrays: dict) -> Path:
     return path
 
 
+class _CheckedNpz:
+    """An ``NpzFile`` whose members load lazily as before, but a member that cannot be read (an
+    object array, which is never unpickled; a bad CRC; a damaged header) is one ClewsError line
+    naming the file and the member."""
+
+    def __init__(self, path: Path, data):
+        self.path, self._data = path, data
+
+    @property
+    def files(self) -> list[str]:
+        return list(self._data.files)
+
+    def __contains__(self, key: str) -> bool:
+        return key in self._data.files
+
+    def __getitem__(self, key: str) -> np.ndarray:
+        try:
+            return self._data[key]
+        except KeyError:
+            raise
+        except ValueError as exc:
+            if "allow_pickle" in str(exc):
+                raise ClewsError(f"embeddings file {self.path}: array {key!r} holds Python objects (dtype object); "
+                                 "they are never unpickled") from None
+            raise ClewsError(f"embeddings file {self.path}: array {key!r} is unreadable ({first_line(exc)})") from None
+        except Exception as exc:  # zipfile.BadZipFile (bad CRC), zlib.error, OSError, EOFError
+            raise ClewsError(f"embeddings file {self.path}: array {key!r} is damaged "
+                             f"({type(exc).__name__}: {first_line(exc)})") from None
+
+
 def open_npz(path: str | Path):
-    """``(NpzFile, set of array names)``; a missing or unreadable file → one-line :class:`ClewsError`."""
+    """``(npz, set of array names)``: members load lazily, with ``allow_pickle=False``; a missing or
+    unreadable file, or a member that cannot be read, → one-line :class:`ClewsError`."""
     path = Path(path)
     if not path.is_file():
         raise ClewsError(f"embeddings file not found: {path}")
     try:
         data = np.load(path, allow_pickle=False)
-        return data, set(data.files)
+        if not hasattr(data, "files"):
+            raise ValueError("a single .npy array, not an .npz archive of named arrays")
+        return _CheckedNpz(path, data), set(data.files)
     except Exception as exc:  # zipfile / format errors
-        raise ClewsError(f"cannot read embeddings file {path}: {type(exc).__name__}: {exc}") from None
+        raise ClewsError(f"cannot read embeddings file {path}: {type(exc).__name__}: {first_line(exc)}") from None
 
 
 def save_embeddings(path: str | Path, emb: Embeddings) -> Path:
@@ -106,6 +139,8 @@ def load_embeddings(path: str | Path) -> Embeddings:
     if z.ndim != 3:
         raise ClewsError(f"embeddings file {path}: z must be (N, S, D), got shape {z.shape}")
     n, s, _ = z.shape
+    if n == 0 or s == 0 or z.shape[2] == 0:
+        raise ClewsError(f"embeddings file {path}: z has shape {z.shape}: no tracks, segments or dimensions")
     mask = data["mask"]
     clique = data["clique"]
     track = data["track"]

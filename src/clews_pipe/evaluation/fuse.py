@@ -30,10 +30,11 @@ def align(a: LabelledMatrix, b: LabelledMatrix, name_a: str = "A", name_b: str =
     return b.distances[np.ix_(rows, cols)]
 
 
-def fuse(path_a, path_b, alphas, out_csv, block_rows: int = 2048) -> list[dict]:
-    """Evaluate ``A + alpha * B`` for each alpha; write one CSV row per alpha; return the rows."""
-    a = load_matrix(path_a)
-    b = load_matrix(path_b)
+def fuse(path_a, path_b, alphas, out_csv, block_rows: int = 2048, trust_pickle: bool = False) -> list[dict]:
+    """Evaluate ``A + alpha * B`` for each alpha; write one CSV row per alpha; return the rows.
+    WEALY pickles are read by the restricted unpickler unless ``trust_pickle``."""
+    a = load_matrix(path_a, trust=trust_pickle)
+    b = load_matrix(path_b, trust=trust_pickle)
     b_aligned = align(a, b, str(path_a), str(path_b))
     for name, mat in ((path_a, a.distances), (path_b, b_aligned)):
         if np.isnan(mat).any():

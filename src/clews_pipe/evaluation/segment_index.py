@@ -113,6 +113,8 @@ def build_segment_index(source: str | Path, out: str | Path, hop: float = 5.0) -
     """Index every candidate segment of ``source``; write ``out`` and its mapping beside it."""
     import faiss
 
+    if Path(out).is_dir() or mapping_path(Path(out)).is_dir():  # before anything is written
+        raise ClewsError(f"{out}: is a directory; give the path of the index file to write")
     vectors, tracks, segment_track, segment_start = segments_from_source(source, hop=hop)
     index = faiss.IndexFlatL2(int(vectors.shape[1]))
     index.add(vectors)
@@ -125,6 +127,27 @@ def build_segment_index(source: str | Path, out: str | Path, hop: float = 5.0) -
     return SegmentIndex(index=index, tracks=tracks, segment_track=segment_track, segment_start=segment_start)
 
 
+#: FAISS flat-index header: fourcc, d, ntotal, two dummies, is_trained, metric, then the codes'
+#: length (a uint64 count of floats) before the codes themselves.
+_FLAT_FOURCCS = (b"IxF2", b"IxFI", b"IxFl")
+_FLAT_CODES_AT = 4 + 4 + 8 + 8 + 8 + 1 + 4
+
+
+def _check_flat_header(path: Path) -> None:
+    """Refuse a flat index whose header asks for more floats than the file holds, before FAISS
+    allocates them (a crafted header can ask for 2^36 floats)."""
+    import struct
+
+    size = path.stat().st_size
+    with open(path, "rb") as handle:
+        head = handle.read(_FLAT_CODES_AT + 8)
+    if head[:4] not in _FLAT_FOURCCS or len(head) < _FLAT_CODES_AT + 8:
+        return
+    (n_floats,) = struct.unpack_from("<Q", head, _FLAT_CODES_AT)
+    if n_floats * 4 > size - _FLAT_CODES_AT - 8:
+        raise ClewsError(f"{path}: not a FAISS index (its header declares {n_floats} floats, the file holds {size} bytes)")
+
+
 def load_segment_index(path: str | Path) -> SegmentIndex:
     import faiss
 
@@ -134,9 +157,10 @@ def load_segment_index(path: str | Path) -> SegmentIndex:
         raise ClewsError(f"{path}: index file not found")
     if not mpath.is_file():
         raise ClewsError(f"{path}: its segment mapping {mpath.name} is missing beside it")
+    _check_flat_header(path)
     try:
         index = faiss.read_index(str(path))
-    except RuntimeError as exc:
+    except (RuntimeError, MemoryError) as exc:
         first = first_line(exc, "unreadable")
         raise ClewsError(f"{path}: not a FAISS index ({first})") from None
     try:

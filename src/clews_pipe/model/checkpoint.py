@@ -61,19 +61,21 @@ def save_checkpoint(path: str | Path, payload: dict) -> None:
 
 
 def _refused_global(message: str) -> str | None:
-    match = re.search(r"Unsupported global: GLOBAL ([\w.]+)", message)
+    # torch <= 2.5: "Unsupported global: GLOBAL x.y"; torch >= 2.6: "unsupported GLOBAL x.y whose module ..."
+    match = re.search(r"Unsupported global: GLOBAL ([\w.]+)|unsupported GLOBAL ([\w.]+)", message, re.IGNORECASE)
     if match:
-        return match.group(1)
+        return match.group(1) or match.group(2)
     match = re.search(r"Unsupported operand \d+|Unsupported class ([\w.]+)", message)
     return match.group(0) if match else None
 
 
-def load_checkpoint(path: str | Path, trust: bool = False, mmap: bool = False) -> dict:
+def load_checkpoint(path: str | Path, trust: bool = False, mmap: bool = False, hint: str = TRUST_HINT) -> dict:
     """Load a checkpoint (ours or a published one) onto the CPU.
 
     ``mmap``: map the tensors instead of reading them (cheap when only the config is needed).
     Without ``trust`` it is a weights-only load allowing exactly :data:`OFFICIAL_SAFE_GLOBALS`;
-    anything else is refused with a :class:`ClewsError` naming ``--trust-checkpoint``.
+    anything else is refused with a :class:`ClewsError` naming the refused global and ``hint``
+    (by default: ``--trust-checkpoint``; a caller without that flag passes its own).
     """
     path = Path(path)
     if not path.is_file():
@@ -89,7 +91,7 @@ def load_checkpoint(path: str | Path, trust: bool = False, mmap: bool = False) -
         refused = _refused_global(str(exc))
         if refused is None:
             raise ClewsError(f"{path}: not a loadable checkpoint ({first_line(exc)})") from None
-        raise ClewsError(f"{path}: checkpoint contains {refused}, outside the safe set; {TRUST_HINT}") from None
+        raise ClewsError(f"{path}: checkpoint contains {refused}, outside the safe set; {hint}") from None
     except Exception as exc:  # garbage bytes fail in many ways inside the unpickler
         raise ClewsError(f"{path}: not a readable checkpoint ({first_line(exc)})") from None
     if not isinstance(payload, dict) or "model" not in payload:
@@ -154,6 +156,8 @@ def import_official(
     """Convert a published ``checkpoint_best.ckpt`` (+ its ``configuration.yaml``; ``None`` = use
     the checkpoint's own ``conf``) into our format at ``out_path``. The weights are checked to load
     strictly into our model first. Returns the written payload."""
+    if Path(out_path).is_dir():  # before the (large) checkpoint is read
+        raise ClewsError(f"{out_path}: is a directory; give the path of the checkpoint file to write")
     payload = load_checkpoint(ckpt_path, trust=trust)
     conf = checkpoint_config(payload, where=str(ckpt_path), config_yaml=config_yaml)
     state = {k: v for k, v in payload["model"].items()}

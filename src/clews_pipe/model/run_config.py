@@ -113,6 +113,9 @@ class FabricConfig:
     nodes: int = 1
     strategy: str = "ddp"
     precision: str = "32"
+    # seconds a DDP collective waits for a missing rank before the run stops (torch's default is
+    # 30 min): long enough for rank 0's checkpoint writes; raise it for very slow filesystems
+    timeout: float = 600.0
 
 
 @dataclass
@@ -166,6 +169,7 @@ def validate_train_config(conf: DictConfig, where: str = "config", require_store
         ("training.lr", t.lr),
         ("fabric.devices", f.devices),
         ("fabric.nodes", f.nodes),
+        ("fabric.timeout", f.timeout),
         ("eval.maxlen", e.maxlen),
         ("eval.shingle_len", e.shingle_len),
         ("eval.shingle_hop", e.shingle_hop),

@@ -46,8 +46,17 @@ _YOUTUBE_ID = re.compile(r"(?:[?&]v=|youtu\.be/|/embed/|/shorts/|/v/)([A-Za-z0-9
 # public entry point
 
 
-def load_catalog(dataset: str, meta, audio, splits=("train", "val", "test"), read_meta_files: bool = True) -> pd.DataFrame:
-    """Catalog of ``dataset`` with metadata ``meta`` and audio root ``audio`` (see module doc)."""
+#: splits a model is trained on; every other split is evaluated (an id in both is a leak)
+TRAINING_SPLITS = ("train",)
+
+
+def load_catalog(dataset: str, meta, audio, splits=("train", "val", "test"), read_meta_files: bool = True,
+                 duplicates: list | None = None) -> pd.DataFrame:
+    """Catalog of ``dataset`` with metadata ``meta`` and audio root ``audio`` (see module doc).
+
+    A track id listed more than once keeps its first entry (splits in the order given); when
+    ``duplicates`` is a list, every id listed in more than one clique or split is appended to it
+    (see :func:`find_duplicates`)."""
     if dataset not in DATASETS:
         raise ClewsError(f"unknown dataset {dataset!r}; expected one of {', '.join(DATASETS)}")
     splits = tuple(splits)
@@ -67,10 +76,49 @@ def load_catalog(dataset: str, meta, audio, splits=("train", "val", "test"), rea
             table = _discogs_table(meta, splits)
         else:
             table = _shs_table(meta, splits)
+        if table.empty:
+            raise ClewsError(f"{meta}: no tracks in splits {', '.join(splits)}")
+        if duplicates is not None:
+            duplicates.extend(find_duplicates(table))
         table = _resolve_prefixed(table, audio_root)
+    if dataset == "folder" and duplicates is not None:
+        duplicates.extend(find_duplicates(table))
+    if table.empty:
+        raise ClewsError(f"{meta if meta is not None else audio_root}: no tracks in splits {', '.join(splits)}")
     if read_meta_files:
         table = _fill_from_meta_files(table)
     return _finish(table)
+
+
+def find_duplicates(table: pd.DataFrame) -> list[dict]:
+    """The track ids of a raw catalog table (before de-duplication) listed in more than one
+    clique or split: ``[{"track_id", "entries": [{"clique", "split", "version"}, ...]}]``, the
+    first entry being the one kept."""
+    if table.empty:
+        return []
+    keys = table[["track_id", "clique", "split"]].astype(str)
+    repeated = keys["track_id"].duplicated(keep=False).to_numpy()
+    if not repeated.any():
+        return []
+    sub = table[repeated].astype({"track_id": str, "clique": str, "split": str})
+    out = []
+    for track_id, group in sub.groupby("track_id", sort=True):
+        if group["clique"].nunique() < 2 and group["split"].nunique() < 2:
+            continue
+        entries = [{"clique": c, "split": sp, "version": str(v)}
+                   for c, sp, v in zip(group["clique"], group["split"], group.get("version", [""] * len(group)))]
+        out.append({"track_id": str(track_id), "entries": entries})
+    return out
+
+
+def split_leaks(duplicates: list[dict]) -> list[dict]:
+    """The duplicates whose entries span a training split and an evaluated one."""
+    leaks = []
+    for dup in duplicates:
+        splits = {e["split"] for e in dup["entries"]}
+        if splits & set(TRAINING_SPLITS) and splits - set(TRAINING_SPLITS):
+            leaks.append(dup)
+    return leaks
 
 
 # --------------------------------------------------------------------------------------------
@@ -105,10 +153,15 @@ def _light_split_table(path: Path, split: str) -> pd.DataFrame:
             raise ClewsError(f"{path}: clique {clique} is not a list of versions")
         for entry in entries:
             try:
-                ids.append(entry["youtube_id"])
+                youtube_id = entry["youtube_id"]
                 versions.append(entry.get("version_id", ""))
             except (KeyError, TypeError, AttributeError):
                 raise ClewsError(f"{path}: clique {clique} has a version without 'youtube_id'") from None
+            if not isinstance(youtube_id, str) or not youtube_id.strip():
+                raise ClewsError(
+                    f"{path}: clique {clique}: youtube_id {json.dumps(youtube_id)[:60]} is not a non-empty string"
+                )
+            ids.append(youtube_id)
             titles.append(entry.get("track_title", ""))
             cliques.append(clique)
     return pd.DataFrame(
@@ -363,7 +416,7 @@ def _read_folder_csv(path: Path) -> pd.DataFrame:
     out = pd.DataFrame({"track_id": track, "clique": listing["clique"]})
     if "split" in listing.columns:
         out["split"] = listing["split"]
-    return out.drop_duplicates("track_id")
+    return out  # a track listed twice is de-duplicated (and reported) by load_catalog
 
 
 # --------------------------------------------------------------------------------------------

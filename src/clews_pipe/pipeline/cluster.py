@@ -10,7 +10,8 @@ Three ways, chosen from the extract config:
   Keys the config leaves null come from the site's dask-jobqueue config (``jobqueue.slurm.*``).
 - otherwise a ``LocalCluster`` with one single-threaded worker process per core.
 
-Worker logs are silenced to WARNING so that they do not spam the terminal.
+Worker logs are silenced to WARNING so that they do not spam the terminal; the extraction job
+sends each worker's log (task tracebacks included) to ``<store>/logs/worker-<host>-<pid>.log``.
 """
 
 from __future__ import annotations
@@ -261,8 +262,57 @@ def _wait_for_workers(client, n: int, timeout: float, where: str) -> None:
         time.sleep(0.5)
 
 
+def log_to_file(folder: str, loggers: tuple[str, ...] = QUIET_LOGGERS) -> str:
+    """Send the ``loggers`` of this process to ``<folder>/worker-<host>-<pid>.log`` instead of the
+    terminal (run on every worker: task tracebacks land in the file, not on the user's screen)."""
+    import socket
+    from pathlib import Path
+
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    path = str(Path(folder) / f"worker-{socket.gethostname()}-{os.getpid()}.log")
+    handler = logging.FileHandler(path)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
+    for name in loggers:
+        logger = logging.getLogger(name)
+        for old in list(logger.handlers):
+            if isinstance(old, logging.StreamHandler) and not isinstance(old, logging.FileHandler):
+                logger.removeHandler(old)
+        logger.addHandler(handler)
+        logger.propagate = False
+    return path
+
+
+class _WorkerLogPlugin:
+    """WorkerPlugin (duck-typed: ``setup(worker)``) that runs :func:`log_to_file` on every worker,
+    including workers started later (a nanny's restart after a crash)."""
+
+    name = "clews-pipe-worker-log"
+
+    def __init__(self, folder: str):
+        self.folder = folder
+
+    def setup(self, worker) -> None:
+        log_to_file(self.folder)
+
+    def teardown(self, worker) -> None:
+        pass
+
+
 @contextlib.contextmanager
-def dask_client(conf: DictConfig) -> Iterator["distributed.Client"]:  # noqa: F821
+def dask_client(conf: DictConfig, log_dir: str | None = None) -> Iterator["distributed.Client"]:  # noqa: F821
+    """A ``distributed.Client`` for the configured cluster; started clusters are closed on exit.
+    With ``log_dir``, every worker's log (task tracebacks included) goes to a file there."""
+    with _dask_client(conf) as client:
+        if log_dir is not None:
+            from distributed.diagnostics.plugin import WorkerPlugin
+
+            plugin = type("WorkerLogPlugin", (_WorkerLogPlugin, WorkerPlugin), {})(str(log_dir))
+            client.register_plugin(plugin)
+        yield client
+
+
+@contextlib.contextmanager
+def _dask_client(conf: DictConfig) -> Iterator["distributed.Client"]:  # noqa: F821
     """A ``distributed.Client`` for the configured cluster; started clusters are closed on exit.
 
     The client carries ``clews_check(client)``: the driver calls it while it waits for results;

@@ -71,6 +71,9 @@ class ExtractConfig:
     progress: bool = True  # show a progress bar on the terminal (plain periodic lines when not a terminal)
     wait_workers: int = 0  # with `scheduler`: wait until this many workers are connected before planning parts
     wait_timeout: float = 600.0  # seconds to wait for them (then one error line)
+    verify: bool = False  # before the run, check every part's crc32 too (re-extract what fails)
+    retry_failed: bool = False  # extract tracks recorded "failed" again (e.g. after fixing their files)
+    allow_split_overlap: bool = False  # an id listed in train and in val/test is an error unless true
     slurm: SlurmSettings = field(default_factory=SlurmSettings)
 
 

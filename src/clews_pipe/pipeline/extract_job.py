@@ -2,7 +2,10 @@
 
 ``run_extract(conf)`` is the library entry point behind ``clews-pipe extract``:
 
-1. load the catalog, open (or create) the store, and drop the tracks the store already has;
+1. load the catalog, open (or create) the store and reconcile it with the disk (temporary parts
+   of dead runs removed; parts that are gone or fail their manifest check, with ``verify`` also
+   their crc32, are moved aside so their tracks are extracted again); drop the tracks the store
+   already has (``retry_failed``: failed tracks are extracted again);
 2. record the tracks whose audio is missing (once: an unchanged missing record is not rewritten);
 3. start/attach the Dask cluster (only when there is work) and group the remaining tracks into
    parts of at most ``part_size`` tracks (fewer for small jobs, so every worker has parts),
@@ -11,7 +14,9 @@
    writes its part atomically. A part whose worker dies is rescheduled by the scheduler, one
    whose task raises (e.g. a flaky filesystem) is retried ``retries`` times; either way only the
    in-flight part is lost, and a rerun skips every finished part;
-5. gather the small per-part summaries as they complete (progress bar), then consolidate the index.
+5. gather the small per-part summaries as they complete (progress bar), then consolidate the
+   index, applying the catalog's clique, version, split, title and artist to every indexed track
+   (metadata changes reach the store without decoding again).
 
 A bad track never kills its task: it becomes a record with status "failed" and the reason.
 """
@@ -32,11 +37,16 @@ import numpy as np
 import pandas as pd
 from omegaconf import DictConfig
 
+from clews_pipe.atomic import write_json_atomic
 from clews_pipe.errors import ClewsError, first_line
+from clews_pipe.features.store.layout import DUPLICATES
+from clews_pipe.features.store.writer import check_new_store_target
+from clews_pipe.lock import folder_lock
 from clews_pipe.features.cqt_params import CQTParams
 from clews_pipe.features.store.index import STATUSES, TRACK_RECORD_FIELDS
 
 RECORD_FIELDS = TRACK_RECORD_FIELDS  # the catalog columns a task needs to build its store records
+WORKER_LOGS = "logs"  # <store>/logs/: one log file per Dask worker (task tracebacks go there)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -206,6 +216,30 @@ def _recorded_missing(store_path: str) -> dict[str, str]:
     return dict(zip(missing["track_id"].astype(str), missing["error"].astype(str)))
 
 
+def _check_split_overlap(conf: DictConfig, duplicates: list[dict]) -> None:
+    """ClewsError naming the first id listed in a training and an evaluated split (a leak),
+    unless ``allow_split_overlap``."""
+    from clews_pipe.pipeline.catalogs import split_leaks
+
+    leaks = split_leaks(duplicates)
+    if not leaks or conf.allow_split_overlap:
+        return
+    first = leaks[0]
+    where = " and ".join(f"split {e['split']} (clique {e['clique']})" for e in first["entries"])
+    more = f" ({len(leaks) - 1} more such ids)" if len(leaks) > 1 else ""
+    raise ClewsError(
+        f"{conf.meta}: track {first['track_id']} is listed in {where}: a training/evaluation leak{more}; "
+        "fix the metadata or pass --allow-split-overlap (the first listed entry is kept)"
+    )
+
+
+def _failed_track_ids(store_path: str) -> set[str]:
+    from clews_pipe.features.store.reader import load_index
+
+    frame, _parts = load_index(Path(store_path))
+    return set(frame.loc[frame["status"] == "failed", "track_id"].astype(str))
+
+
 def _missing_records(catalog: pd.DataFrame, done: set[str], store_path: str) -> list[dict]:
     missing = catalog[(catalog["status"] == "missing") & ~catalog["track_id"].isin(done)]
     if missing.empty:
@@ -238,7 +272,6 @@ def run_extract(conf: DictConfig, on_start: Optional[Callable[[int, int], None]]
     each time a part completes (the CLI's progress bar). Raises ClewsError for a wrong path,
     unreadable metadata or an unwritable store; failed tracks are recorded, not raised.
     """
-    from clews_pipe.features.store import create_store
     from clews_pipe.pipeline.catalogs import load_catalog
 
     if not conf.out:
@@ -246,13 +279,32 @@ def run_extract(conf: DictConfig, on_start: Optional[Callable[[int, int], None]]
     if not conf.audio:
         raise ClewsError("no audio root given (--audio PATH)")
     started = time.perf_counter()
+    started_wall = time.time()
     store_path = str(Path(conf.out).expanduser().resolve())
-    catalog = load_catalog(conf.dataset, conf.meta, conf.audio, splits=tuple(conf.splits))
+    duplicates: list[dict] = []
+    catalog = load_catalog(conf.dataset, conf.meta, conf.audio, splits=tuple(conf.splits), duplicates=duplicates)
+    _check_split_overlap(conf, duplicates)
+    check_new_store_target(Path(store_path))
+    with folder_lock(store_path, "clews-pipe extract"):
+        return _run_locked(conf, store_path, catalog, duplicates, started, started_wall, on_start, on_part)
+
+
+def _run_locked(conf: DictConfig, store_path: str, catalog: pd.DataFrame, duplicates: list[dict], started: float,
+                started_wall: float, on_start, on_part) -> dict:
+    """run_extract's work while it holds the store's lock."""
+    from clews_pipe.features.store import create_store
+
     cqt_params = _cqt_params(conf)
     writer = create_store(store_path, backend=conf.backend, cqt_params=cqt_params,
                           attrs={"dataset": conf.dataset, "samplerate": int(conf.samplerate),
                                  "max_seconds": float(conf.max_seconds)})
+    reconciled = writer.reconcile(crc=bool(conf.verify), older_than=started_wall)
+    write_json_atomic(Path(store_path) / DUPLICATES, {"duplicates": duplicates}, indent=1)
     done = writer.done_track_ids()
+    retried: set[str] = set()
+    if conf.retry_failed:
+        retried = _failed_track_ids(store_path) & done
+        done -= retried
     tag = run_tag()
 
     missing_records = _missing_records(catalog, done, store_path)
@@ -278,6 +330,12 @@ def run_extract(conf: DictConfig, on_start: Optional[Callable[[int, int], None]]
         "lost_parts": [],
         "cluster_seconds": 0.0,
         "processing_seconds": 0.0,
+        "damaged_parts": reconciled["damaged_parts"],
+        "tracks_reextracted_from_damaged_parts": reconciled["tracks_dropped"],
+        "temporaries_removed": len(reconciled["temporaries_removed"]),
+        "failed_retried": len(retried & set(catalog["track_id"])),
+        "metadata_updated": 0,
+        "duplicates": len(duplicates),
     }
     summary["this_run"]["missing"] = len(missing_records)
     job_started = time.perf_counter()
@@ -285,7 +343,8 @@ def run_extract(conf: DictConfig, on_start: Optional[Callable[[int, int], None]]
         _run_parts(conf, store_path, pending, tag, cqt_params, summary, on_start, on_part)
     summary["job_seconds"] = time.perf_counter() - job_started
 
-    index = writer.consolidate()
+    index = writer.consolidate(catalog)
+    summary["metadata_updated"] = writer.metadata_updated
     summary["wall_seconds"] = time.perf_counter() - started
     summary["audio_hours"] = summary["audio_seconds"] / 3600.0
     # throughput of the processing itself (cluster start-up excluded; job_seconds includes it)
@@ -318,7 +377,9 @@ def _run_parts(conf: DictConfig, store_path: str, pending: pd.DataFrame, tag: st
     from clews_pipe.pipeline.cluster import dask_client
 
     cluster_started = time.perf_counter()
-    with dask_client(conf) as client:
+    log_dir = str(Path(store_path) / WORKER_LOGS)
+    summary["worker_logs"] = log_dir
+    with dask_client(conf, log_dir=log_dir) as client:
         processing_started = time.perf_counter()
         summary["cluster_seconds"] = processing_started - cluster_started
         part_size = effective_part_size(len(pending), int(conf.part_size), expected_workers(conf, client))

@@ -107,6 +107,15 @@ def summary_table(summary: dict) -> Table:
     for status in ("ok", "truncated", "failed", "missing"):
         table.add_row(f"tracks {status}", str(summary["this_run"][status]), str(summary["store_totals"][status]))
     table.add_row("already done (skipped)", str(summary["already_done"]), "")
+    if summary.get("damaged_parts"):
+        table.add_row("damaged parts moved aside", str(len(summary["damaged_parts"])), "")
+        table.add_row("  their tracks extracted again", str(summary["tracks_reextracted_from_damaged_parts"]), "")
+    if summary.get("failed_retried"):
+        table.add_row("failed tracks retried", str(summary["failed_retried"]), "")
+    if summary.get("metadata_updated"):
+        table.add_row("metadata updated (no decoding)", str(summary["metadata_updated"]), "")
+    if summary.get("temporaries_removed"):
+        table.add_row("temporary files of dead runs removed", str(summary["temporaries_removed"]), "")
     if summary["tracks_left_for_rerun"]:
         table.add_row("left for a rerun (max_parts)", str(summary["tracks_left_for_rerun"]), "")
     table.add_row("hours of audio", f"{summary['audio_hours']:.2f}", f"{summary['store_audio_hours']:.2f}")
@@ -139,5 +148,9 @@ def print_summary(summary: dict, console: Optional[Console] = None) -> None:
     failures = failures_table(summary)
     if failures is not None:
         console.print(failures)
+    for part, problem in sorted(summary.get("damaged_parts", {}).items()):
+        console.print(f"[yellow]part {part} damaged[/]: {problem} (moved aside, its tracks extracted again)")
     for lost in summary["lost_parts"]:
         console.print(f"[red]part {lost['part']} lost[/]: {lost['error']} (a rerun retries its tracks)")
+    if summary["lost_parts"] and summary.get("worker_logs"):
+        console.print(f"worker tracebacks: {summary['worker_logs']}/")

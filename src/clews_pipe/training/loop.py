@@ -41,6 +41,9 @@ CSV_FIELDS = [
 CONFIG_NAME = "configuration.yaml"
 LAST_NAME = "checkpoint_last.ckpt"
 BEST_NAME = "checkpoint_best.ckpt"
+#: what a refused resume checkpoint tells the user (train has no --trust-checkpoint: it only
+#: resumes from checkpoints it wrote itself, which never need one)
+RESUME_HINT = "clews-pipe train writes no such object: this is not its checkpoint; remove it or use another --out"
 
 
 STOP_SIGNAL: str | None = None  # the signal that stopped the last ``train`` call early (None: it did not)
@@ -64,17 +67,49 @@ def make_fabric(fabric_conf: DictConfig, loggers: list | None = None):
     if precision == "32":
         precision = "32-true"
     devices: Any = fabric_conf.devices
-    strategy = fabric_conf.strategy
+    strategy: Any = fabric_conf.strategy
+    from lightning.fabric.strategies import STRATEGY_REGISTRY
+
+    known = ["auto", *sorted(STRATEGY_REGISTRY.available_strategies())]
+    if str(strategy) not in known:
+        raise ClewsError(f"config fabric.strategy={strategy!r}: not a Fabric strategy (e.g. {', '.join(known[:6])})")
     if str(devices) in ("1",) and int(fabric_conf.nodes) == 1:
         strategy = "auto"
-    return Fabric(
-        accelerator=fabric_conf.accelerator,
-        devices=devices,
-        num_nodes=int(fabric_conf.nodes),
-        strategy=strategy,
-        precision=precision,
-        loggers=loggers,
-    )
+    else:
+        if str(strategy) == "auto" and str(fabric_conf.accelerator) in ("cpu", "gpu", "cuda", "auto"):
+            strategy = "ddp"  # what Fabric's "auto" picks for several processes there, with our timeout
+        strategy = _with_timeout(str(strategy), float(fabric_conf.get("timeout", 600.0)))
+    try:
+        return Fabric(
+            accelerator=fabric_conf.accelerator,
+            devices=devices,
+            num_nodes=int(fabric_conf.nodes),
+            strategy=strategy,
+            precision=precision,
+            loggers=loggers,
+        )
+    except Exception as exc:  # lightning raises ValueError / RuntimeError / MisconfigurationException
+        from clews_pipe.errors import first_line
+
+        raise ClewsError(
+            f"config fabric.accelerator={fabric_conf.accelerator!r}, fabric.strategy={fabric_conf.strategy!r}, "
+            f"fabric.devices={devices!r}: {first_line(exc)}"
+        ) from None
+
+
+#: DDP strategy names and the start method each means (``ddp`` starts its own subprocesses)
+_DDP_START = {"ddp": "popen", "ddp_spawn": "spawn", "ddp_fork": "fork", "ddp_notebook": "fork"}
+
+
+def _with_timeout(strategy: str, timeout_s: float):
+    """A DDP strategy name as a DDPStrategy with ``timeout_s`` on its collectives; others unchanged."""
+    if strategy not in _DDP_START:
+        return strategy
+    from datetime import timedelta
+
+    from lightning.fabric.strategies import DDPStrategy
+
+    return DDPStrategy(start_method=_DDP_START[strategy], timeout=timedelta(seconds=timeout_s))
 
 
 def monitor_value(monitor: str, val_map: float, val_nar: float, m_comp: float | None = None) -> float:
@@ -118,11 +153,17 @@ def _check_finite(value: float, what: str, epoch: int, step: int | None = None) 
         )
 
 
-def train(conf: DictConfig, out_dir: str | Path) -> list[dict]:
-    """Train (or resume) a CLEWS model; returns the metrics rows of the epochs run (rank 0)."""
+def train(conf: DictConfig, out_dir: str | Path, allow_data_change: bool = False) -> list[dict]:
+    """Train (or resume) a CLEWS model; returns the metrics rows of the epochs run (rank 0).
+
+    Rank 0 holds the run directory's advisory lock for the whole run (a second training on the
+    same ``out_dir`` stops with one line naming the holder). A resume refuses a different data
+    section (store, splits) unless ``allow_data_change``."""
     from lightning.fabric.loggers import TensorBoardLogger
 
     out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise ClewsError(f"{out}: the run directory is a file")
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -134,13 +175,34 @@ def train(conf: DictConfig, out_dir: str | Path) -> list[dict]:
     previous = stop.install()  # the CLI installed them already; a signal received since stays requested
     try:
         fabric = make_fabric(conf.fabric, loggers=[TensorBoardLogger(root_dir=str(out), name="tensorboard")])
-        return fabric.launch(_train_on_rank, conf, out)
+        return fabric.launch(_train_locked, conf, out, allow_data_change)
     finally:
         stop.reset()
         stop.restore(previous)
 
 
-def _train_on_rank(fabric, conf: DictConfig, out: Path) -> list[dict]:
+def _train_locked(fabric, conf: DictConfig, out: Path, allow_data_change: bool = False) -> list[dict]:
+    """Rank 0 takes the run directory's lock; every rank learns whether it got it (so all stop
+    together when another training holds it) before anything is written."""
+    import contextlib
+
+    from clews_pipe.lock import folder_lock
+
+    with contextlib.ExitStack() as stack:
+        refusal = ""
+        if fabric.global_rank == 0:
+            try:
+                stack.enter_context(folder_lock(out, "clews-pipe train"))
+            except ClewsError as exc:
+                refusal = str(exc)
+        if fabric.world_size > 1:
+            refusal = fabric.broadcast(refusal, src=0)
+        if refusal:
+            raise ClewsError(refusal)
+        return _train_on_rank(fabric, conf, out, allow_data_change)
+
+
+def _train_on_rank(fabric, conf: DictConfig, out: Path, allow_data_change: bool = False) -> list[dict]:
     from clews_pipe.features.augment import CQAugment
     from clews_pipe.features.cqt_params import CQTParams
     from clews_pipe.features.dataset import make_train_loader
@@ -190,8 +252,8 @@ def _train_on_rank(fabric, conf: DictConfig, out: Path) -> list[dict]:
     start_epoch, best = 0, math.inf
     last_path, best_path = out / LAST_NAME, out / BEST_NAME
     if last_path.exists():  # resume: restore before Fabric wraps model and optimizer
-        state = load_checkpoint(last_path)
-        _check_resume_config(state, conf, last_path)
+        state = load_checkpoint(last_path, hint=RESUME_HINT)
+        _check_resume_config(state, conf, last_path, allow_data_change)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
@@ -355,10 +417,27 @@ def _unwrapped_state_dict(model) -> dict:
     return {k: v.detach().cpu() for k, v in module.state_dict().items()}
 
 
-def _check_resume_config(state: dict, conf: DictConfig, path: Path) -> None:
-    saved = (state.get("config") or {}).get("model")
+#: the data keys a resume must not change silently (a different store or split is another experiment)
+RESUME_DATA_KEYS = ("store", "train_split", "val_split")
+
+
+def _check_resume_config(state: dict, conf: DictConfig, path: Path, allow_data_change: bool = False) -> None:
+    saved_conf = state.get("config") or {}
+    saved = saved_conf.get("model")
     now = OmegaConf.to_container(conf.model, resolve=True)
     if saved is not None and saved != now:
         raise ClewsError(
             f"{path}: its model config differs from the one given; use another --out or the same config"
         )
+    saved_data = saved_conf.get("data") or {}
+    if allow_data_change or not saved_data:
+        return
+    for key in RESUME_DATA_KEYS:
+        before, after = saved_data.get(key), conf.data.get(key)
+        if key == "store" and before and after:
+            before, after = str(Path(before).expanduser().resolve()), str(Path(after).expanduser().resolve())
+        if before is not None and before != after:
+            raise ClewsError(
+                f"{path}: this run was trained with data.{key}={before!r}, not {after!r}; "
+                "use another --out, the same data, or --allow-data-change to continue on the new data"
+            )

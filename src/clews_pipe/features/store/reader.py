@@ -48,11 +48,13 @@ def read_manifest(part_dir: Path) -> dict:
     return layout.read_json(part_dir / layout.PART_MANIFEST, "part manifest")
 
 
-def load_index(root: Path) -> tuple[pd.DataFrame, dict[str, int]]:
+def load_index(root: Path, damaged: dict[str, str] | None = None) -> tuple[pd.DataFrame, dict[str, int]]:
     """Consolidated index plus every finished part not yet in it, latest record per track.
 
     Returns (index with track_id and seq columns, {part name: seq} of the parts it covers).
-    Temporary (unfinished) parts are ignored.
+    Temporary (unfinished) parts are ignored. A part whose manifest or index fragment cannot
+    be read raises a ClewsError naming it, or, when ``damaged`` is a dict, is left out and
+    recorded there ({part: problem}).
     """
     parts_dir = root / layout.PARTS_DIR
     consolidated_path = root / layout.CONSOLIDATED_INDEX
@@ -66,16 +68,26 @@ def load_index(root: Path) -> tuple[pd.DataFrame, dict[str, int]]:
     pieces = [frame]
     parts = dict(parts)
     for name in new_names:
-        manifest = read_manifest(parts_dir / name)
-        seq = int(manifest.get("seq", 0))
-        pieces.append(store_index.read_fragment(parts_dir / name / layout.PART_INDEX, name, seq))
+        try:
+            manifest = read_manifest(parts_dir / name)
+            seq = manifest.get("seq", 0)
+            if not isinstance(seq, int) or isinstance(seq, bool):
+                raise ClewsError(f"{parts_dir / name / layout.PART_MANIFEST}: manifest key 'seq' is {seq!r}, expected int")
+            pieces.append(store_index.read_fragment(parts_dir / name / layout.PART_INDEX, name, seq))
+        except ClewsError as exc:
+            if damaged is None:
+                raise
+            damaged[name] = str(exc)
+            continue
         parts[name] = seq
     return store_index.merge_latest(pieces), parts
 
 
-def open_store(path) -> "FeatureStore":
-    """Open the store at ``path`` read-only; ClewsError naming ``path`` if it is not a store."""
-    return FeatureStore(path)
+def open_store(path, tolerate_damaged: bool = False) -> "FeatureStore":
+    """Open the store at ``path`` read-only; ClewsError naming ``path`` if it is not a store.
+    ``tolerate_damaged``: parts whose manifest or index fragment is unreadable are left out and
+    listed in ``damaged_parts`` (``store verify``) instead of failing the open."""
+    return FeatureStore(path, tolerate_damaged=tolerate_damaged)
 
 
 class FeatureStore:
@@ -86,10 +98,11 @@ class FeatureStore:
     memory maps are dropped when pickled and reopened lazily.
     """
 
-    def __init__(self, path):
+    def __init__(self, path, tolerate_damaged: bool = False):
         self.root = Path(path)
         self.meta = layout.read_store_meta(self.root)
-        frame, parts = load_index(self.root)
+        self.damaged_parts: dict[str, str] = {}
+        frame, parts = load_index(self.root, self.damaged_parts if tolerate_damaged else None)
         self.part_seqs = parts
         self._index = frame.drop(columns=[store_index.SEQ_COLUMN]).set_index("track_id")
         self._lookup: TrackLookup | None = None
@@ -159,6 +172,7 @@ class FeatureStore:
 
     def __setstate__(self, state: dict) -> None:
         self.root, self.meta, self.part_seqs = state["root"], state["meta"], state["part_seqs"]
+        self.damaged_parts = {}
         self._lookup = state["lookup"]
         self._index = None
         self._reset_caches()
@@ -181,8 +195,14 @@ class FeatureStore:
         return self._lookup
 
     def manifest(self, part: str) -> dict:
+        """The part's ``part.json``; ClewsError naming it when unreadable or damaged."""
         if part not in self._manifests:
-            self._manifests[part] = read_manifest(self.root / layout.PARTS_DIR / part)
+            part_dir = self.root / layout.PARTS_DIR / part
+            manifest = read_manifest(part_dir)
+            problems = layout.manifest_problems(manifest)
+            if problems:
+                raise ClewsError(f"{part_dir / layout.PART_MANIFEST}: {problems[0]} (damaged part manifest)")
+            self._manifests[part] = manifest
         return self._manifests[part]
 
     def part_frames(self, part: str):
@@ -264,8 +284,10 @@ class FeatureStore:
             "parts": len(self.part_seqs),
             "unconsolidated_parts": len(set(self.part_seqs) - self._consolidated_parts()),
             "temporary_parts": len(layout.temp_part_names(parts_dir)),
+            "damaged_parts_set_aside": len(layout.damaged_part_names(parts_dir)),
             "bytes_on_disk": layout.tree_bytes(self.root),
         }
+        summary["duplicates"] = self.duplicates()
         if include_problems:
             bad = idx[idx["status"] != "ok"]
             summary["problems"] = [
@@ -273,6 +295,23 @@ class FeatureStore:
                 for t, s, e, p in zip(bad.index, bad["status"], bad["error"], bad["path"])
             ]
         return summary
+
+    def duplicates(self) -> list[dict]:
+        """Track ids the metadata of the last extract listed in more than one clique or split
+        (``[{"track_id", "entries": [{"clique", "split", "version"}, ...]}]``, first entry kept)."""
+        path = self.root / layout.DUPLICATES
+        if not path.exists():
+            return []
+        try:
+            import json
+
+            with open(path) as fh:
+                found = json.load(fh).get("duplicates", [])
+        except (OSError, ValueError, AttributeError) as exc:
+            raise ClewsError(f"{path}: unreadable list of duplicate track ids ({exc})") from None
+        if not isinstance(found, list) or not all(isinstance(d, dict) and "track_id" in d for d in found):
+            raise ClewsError(f"{path}: not a list of duplicate track ids")
+        return found
 
     def _consolidated_parts(self) -> set[str]:
         path = self.root / layout.CONSOLIDATED_INDEX

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from clews_pipe.errors import ClewsError
+from clews_pipe.errors import ClewsError, first_line
 from clews_pipe.features.store import index as store_index
 from clews_pipe.features.store import layout
 from clews_pipe.features.store.backends import backend_module
@@ -15,9 +15,72 @@ from clews_pipe.features.store.backends import backend_module
 _BLOCK_FRAMES = 1 << 20  # frames checked per step (168 MiB of float16 at 84 bins)
 
 
+def part_problems(root: Path, backend: str, n_bins: int, part: str, crc: bool = False) -> list[str]:
+    """Everything wrong with finished part ``part`` of the store at ``root`` judged from the part
+    alone: directory, manifest, index fragment (readable, ``n_records`` rows, frame ranges inside
+    the part), data layout and size, and with ``crc`` the crc32 of every byte. Never raises for a
+    damaged part: each problem is one line (without the part's name)."""
+    part_dir = root / layout.PARTS_DIR / part
+    if not part_dir.is_dir():
+        return [f"directory {part_dir} is missing"]
+    try:
+        manifest = layout.read_json(part_dir / layout.PART_MANIFEST, "part manifest")
+    except ClewsError as exc:
+        return [str(exc)]
+    problems = layout.manifest_problems(manifest)
+    if problems:
+        return problems
+    if manifest["n_bins"] != n_bins:
+        return [f"manifest n_bins {manifest['n_bins']} != store {n_bins}"]
+    try:
+        fragment = store_index.read_fragment(part_dir / layout.PART_INDEX, part, manifest["seq"]).to_pandas()
+    except ClewsError as exc:
+        return [str(exc)]
+    if len(fragment) != manifest["n_records"]:
+        problems.append(f"index fragment has {len(fragment)} rows, manifest says {manifest['n_records']}")
+    feats = fragment["status"].isin(store_index.WITH_FEATURES).to_numpy()
+    starts = fragment["offset"].to_numpy(np.int64)[feats]
+    ends = starts + fragment["n_frames"].to_numpy(np.int64)[feats]
+    if (starts < 0).any() or (ends > manifest["n_frames"]).any() or (ends < starts).any():
+        problems.append(f"index fragment points at frames outside the part's {manifest['n_frames']}")
+    try:
+        problems += backend_module(backend).check_layout(part_dir, manifest)
+    except Exception as exc:  # a backend library failing on a damaged file
+        problems.append(f"data unreadable ({type(exc).__name__}: {first_line(exc)})")
+    if problems or manifest["n_frames"] == 0:
+        return problems
+    if manifest["raw"]:
+        data_path = part_dir / manifest["data_file"]
+        expected_end = manifest["data_offset"] + manifest["data_nbytes"]
+        try:
+            size = data_path.stat().st_size
+        except OSError:
+            return [f"data file {data_path} is missing"]
+        exact = backend == "zarr"
+        if size < expected_end or (exact and size != expected_end):
+            return [f"data file {data_path} has {size} bytes, expected {'' if exact else 'at least '}{expected_end}"]
+    if crc:
+        try:
+            _bad, value = _scan_frames(lambda lo, hi: _read_block(root, backend, part, manifest, lo, hi), manifest["n_frames"])
+        except Exception as exc:  # unreadable bytes
+            return [f"data unreadable ({type(exc).__name__}: {first_line(exc)})"]
+        if value != manifest["crc32"]:
+            problems.append(f"data checksum {value} != recorded {manifest['crc32']} (corrupted)")
+    return problems
+
+
+def _read_block(root: Path, backend: str, part: str, manifest: dict, lo: int, hi: int) -> np.ndarray:
+    part_dir = root / layout.PARTS_DIR / part
+    if manifest["raw"]:
+        mapped = np.memmap(part_dir / manifest["data_file"], dtype=layout.DTYPE, mode="r",
+                           offset=manifest["data_offset"], shape=(manifest["n_frames"], manifest["n_bins"]))
+        return np.array(mapped[lo:hi])
+    return backend_module(backend).read_frames(part_dir, lo, hi)
+
+
 def verify_store(store) -> list[str]:
     """Every problem of ``store`` (a FeatureStore), one line each."""
-    problems: list[str] = []
+    problems: list[str] = [f"part {part}: {problem}" for part, problem in sorted(store.damaged_parts.items())]
     idx = store.index
     parts_dir = store.root / layout.PARTS_DIR
     with_features = idx["status"].isin(store_index.WITH_FEATURES).to_numpy()
@@ -46,31 +109,16 @@ def verify_store(store) -> list[str]:
 def _verify_part(store, part_dir: Path, part: str, rows, track_ids, offsets, n_frames) -> list[str]:
     if not part_dir.is_dir():
         return [f"part {part}: directory {part_dir} is missing ({len(rows)} tracks index it)"]
-    try:
-        manifest = store.manifest(part)
-    except ClewsError as exc:
-        return [f"part {part}: {exc}"]
-    problems = [f"part {part}: {p}" for p in backend_module(store.backend).check_layout(part_dir, manifest)]
-    total = int(manifest.get("n_frames", -1))
-    if manifest.get("n_bins") != store.n_bins:
-        problems.append(f"part {part}: manifest n_bins {manifest.get('n_bins')} != store {store.n_bins}")
+    problems = [f"part {part}: {p}" for p in part_problems(store.root, store.backend, store.n_bins, part)]
+    if problems:
+        return problems
+    manifest = store.manifest(part)
+    total = int(manifest["n_frames"])
     ends = offsets[rows] + n_frames[rows]
     for tid, end in zip(track_ids[rows][ends > total], ends[ends > total]):
         problems.append(f"track {tid}: frames end at {end} beyond part {part}'s {total} frames")
     if problems or total <= 0:
         return problems
-
-    data_path = part_dir / manifest["data_file"]
-    if manifest.get("raw"):
-        expected_end = int(manifest["data_offset"]) + int(manifest["data_nbytes"])
-        try:
-            size = data_path.stat().st_size
-        except OSError:
-            return [f"part {part}: data file {data_path} is missing"]
-        exact = store.backend == "zarr"
-        if size < expected_end or (exact and size != expected_end):
-            return [f"part {part}: data file {data_path} has {size} bytes, expected "
-                    f"{'' if exact else 'at least '}{expected_end}"]
     bad_per_frame, crc = _scan_part(store, part, total)
     if crc != manifest.get("crc32"):
         problems.append(f"part {part}: data checksum {crc} != recorded {manifest.get('crc32')} (corrupted)")
@@ -85,15 +133,21 @@ def _scan_part(store, part: str, total: int) -> tuple[np.ndarray, int]:
     """Per-frame 'has a non-finite or negative value' flags and the crc32 of the part's bytes."""
     mapped = store.part_frames(part)
     reader = backend_module(store.backend)
+
+    def read(lo: int, hi: int) -> np.ndarray:
+        if mapped is not None:
+            return np.asarray(mapped[lo:hi])
+        return reader.read_frames(store.root / layout.PARTS_DIR / part, lo, hi)
+
+    return _scan_frames(read, total)
+
+
+def _scan_frames(read, total: int) -> tuple[np.ndarray, int]:
     bad = np.zeros(total, dtype=bool)
     crc = 0
     for lo in range(0, total, _BLOCK_FRAMES):
         hi = min(total, lo + _BLOCK_FRAMES)
-        if mapped is not None:
-            block = np.asarray(mapped[lo:hi])
-        else:
-            block = reader.read_frames(store.root / layout.PARTS_DIR / part, lo, hi)
-        block = np.ascontiguousarray(block, dtype="<f2")
+        block = np.ascontiguousarray(read(lo, hi), dtype="<f2")
         crc = zlib.crc32(block.reshape(-1).view(np.uint8), crc)
         bad[lo:hi] = ~(np.isfinite(block) & (block >= 0)).all(axis=1)
     return bad, crc

@@ -62,12 +62,7 @@ def create_store(path, backend: str = "zarr", cqt_params: "CQTParams | dict | No
             }
         except (KeyError, TypeError, ValueError) as exc:
             raise ClewsError(f"invalid cqt_params/attrs for store {root}: {exc}") from None
-        if root.exists() and not root.is_dir():
-            raise ClewsError(f"{root}: exists and is not a directory")
-        # a concurrent creator may have made parts/ and its temporary store.json already
-        if root.is_dir() and any(n != layout.PARTS_DIR and not n.startswith(layout.TEMP_PREFIX)
-                                 and n != layout.STORE_META for n in os.listdir(root)):
-            raise ClewsError(f"{root}: directory exists, is not empty and is not a clews-pipe feature store")
+        check_new_store_target(root)
         try:
             (root / layout.PARTS_DIR).mkdir(parents=True, exist_ok=True)
             _publish_meta(meta_path, meta)
@@ -80,9 +75,37 @@ def create_store(path, backend: str = "zarr", cqt_params: "CQTParams | dict | No
         wanted = _normalised(_as_params(cqt_params).to_dict())
         if wanted != meta["cqt_params"]:
             raise ClewsError(f"{root}: existing store has cqt_params {meta['cqt_params']}, not {wanted}")
-    if not os.access(root / layout.PARTS_DIR, os.W_OK):
-        raise ClewsError(f"{root / layout.PARTS_DIR}: not writable")
+    _probe_writable(root / layout.PARTS_DIR)
     return StoreWriter(root, meta)
+
+
+#: names a store folder may hold before its store.json exists (a concurrent creator's parts/ and
+#: temporary store.json, the extract lock)
+_PRE_STORE_NAMES = (layout.PARTS_DIR, layout.STORE_META, ".lock")
+
+
+def check_new_store_target(root: Path) -> None:
+    """ClewsError when a store cannot be created at ``root`` (a file, or a non-empty folder that
+    is not a store); nothing is changed."""
+    root = Path(root)
+    if (root / layout.STORE_META).exists():
+        return
+    if root.exists() and not root.is_dir():
+        raise ClewsError(f"{root}: exists and is not a directory")
+    if root.is_dir() and any(n not in _PRE_STORE_NAMES and not n.startswith(layout.TEMP_PREFIX)
+                             for n in os.listdir(root)):
+        raise ClewsError(f"{root}: directory exists, is not empty and is not a clews-pipe feature store")
+
+
+def _probe_writable(folder: Path) -> None:
+    """Create and remove a temporary folder in ``folder``: a real write, so a read-only mount or
+    missing permission is one ClewsError before any decoding (``os.access`` lies for root)."""
+    import tempfile
+
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=f"{layout.TEMP_PREFIX}probe-", dir=folder))
+    except OSError as exc:
+        raise ClewsError(f"{folder}: not writable ({exc.strerror or exc})") from None
 
 
 def _publish_meta(meta_path: Path, meta: dict) -> None:
@@ -225,9 +248,48 @@ class StoreWriter:
             rows.append(row)
         return rows, arrays
 
-    def consolidate(self) -> pd.DataFrame:
+    def consolidate(self, catalog: pd.DataFrame | None = None) -> pd.DataFrame:
         """Merge every finished part's index fragment into ``<store>/index.parquet`` (atomic);
-        returns the merged index (track_id as a column, plus ``seq``)."""
+        returns the merged index (track_id as a column, plus ``seq``). With ``catalog`` (rows
+        with track_id and the metadata columns), the indexed tracks take its clique, version,
+        split, title and artist; ``self.metadata_updated`` counts the tracks that changed."""
+        from clews_pipe.features.store.reconcile import apply_metadata
+
         frame, parts = self._current_index()
+        self.metadata_updated = 0
+        if catalog is not None:
+            frame, self.metadata_updated = apply_metadata(frame, catalog)
         store_index.write_consolidated(self.root / layout.CONSOLIDATED_INDEX, frame, parts)
         return frame
+
+    def reconcile(self, crc: bool = False, older_than: float | None = None) -> dict:
+        """Make the index agree with the disk before a rerun trusts it: temporary parts older
+        than ``older_than`` (a ``time.time()``; None: keep them) are removed; every part that is
+        gone or fails its manifest check (``crc``: also its crc32) is moved aside and its tracks
+        leave the index (so the rerun extracts them again); an unreadable consolidated index is
+        moved aside and rebuilt from the parts' fragments. Returns
+        ``{"temporaries_removed": [...], "damaged_parts": {part: problem}, "tracks_dropped": n}``."""
+        from clews_pipe.features.store import reconcile
+
+        removed = [] if older_than is None else reconcile.sweep_temporaries(self.root, older_than)
+        unreadable: dict[str, str] = {}
+        from clews_pipe.features.store.reader import load_index
+
+        consolidated = self.root / layout.CONSOLIDATED_INDEX
+        try:
+            frame, parts = load_index(self.root, damaged=unreadable)
+        except ClewsError:  # the consolidated index itself is damaged: rebuild it from the parts
+            if not consolidated.exists():
+                raise
+            stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
+            os.rename(consolidated, self.root / f"{layout.DAMAGED_PREFIX}{layout.CONSOLIDATED_INDEX}-{stamp}")
+            unreadable[layout.CONSOLIDATED_INDEX] = "unreadable consolidated index: rebuilt from the parts' fragments"
+            frame, parts = load_index(self.root, damaged=unreadable)
+        on_disk = layout.finished_part_names(self.parts_dir)
+        bad = dict(unreadable)
+        bad.update(reconcile.damaged_parts(self.root, self.backend, self.n_bins,
+                                           sorted(set(parts) | set(frame["part"].unique()) | set(on_disk)), crc=crc))
+        dropped = int(frame["part"].isin(list(bad)).sum())
+        if bad:
+            reconcile.drop_parts(self.root, frame, parts, {k: v for k, v in bad.items() if k != layout.CONSOLIDATED_INDEX})
+        return {"temporaries_removed": removed, "damaged_parts": bad, "tracks_dropped": dropped}
