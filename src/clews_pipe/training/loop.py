@@ -174,7 +174,7 @@ def train(conf: DictConfig, out_dir: str | Path, allow_data_change: bool = False
     STOP_SIGNAL = None
     previous = stop.install()  # the CLI installed them already; a signal received since stays requested
     try:
-        fabric = make_fabric(conf.fabric, loggers=[TensorBoardLogger(root_dir=str(out), name="tensorboard")])
+        fabric = make_fabric(conf.fabric, loggers=[TensorBoardLogger(root_dir=str(out), name="tensorboard", version=0)])
         return fabric.launch(_train_locked, conf, out, allow_data_change)
     finally:
         stop.reset()
@@ -212,6 +212,15 @@ def _train_on_rank(fabric, conf: DictConfig, out: Path, allow_data_change: bool 
     from clews_pipe.training import stop
     from clews_pipe.training.validate import validate, validation_data_conf, validation_protocol
 
+    last_path, best_path = out / LAST_NAME, out / BEST_NAME
+    state = None
+    if last_path.exists():  # resume: the run's own settings, read before anything is built from them
+        state = load_checkpoint(last_path, hint=RESUME_HINT)
+        _check_resume_config(state, conf, last_path, allow_data_change)
+        conf, ignored = resume_config(state.get("config") or {}, conf)
+        if ignored:
+            rank_zero_print(fabric, "resume keeps the run's own settings, ignoring the changed "
+                                    + ", ".join(ignored) + " (start a new --out to train with them)")
     tconf = conf.training
     rank, world = fabric.global_rank, fabric.world_size
     store = open_store(conf.data.store)
@@ -249,16 +258,14 @@ def _train_on_rank(fabric, conf: DictConfig, out: Path, allow_data_change: bool 
         optimizer, mode="min", factor=float(tconf.plateau_factor),
         patience=protocol.plateau_patience(int(tconf.plateau_patience)),
     )
-    start_epoch, best = 0, math.inf
-    last_path, best_path = out / LAST_NAME, out / BEST_NAME
-    if last_path.exists():  # resume: restore before Fabric wraps model and optimizer
-        state = load_checkpoint(last_path, hint=RESUME_HINT)
-        _check_resume_config(state, conf, last_path, allow_data_change)
+    start_epoch, best, best_epoch = 0, math.inf, None
+    if state is not None:  # resume: restore before Fabric wraps model and optimizer
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         start_epoch = int(state["epoch"])
         best = float(state.get("best", math.inf))
+        best_epoch = state.get("best_epoch")
         if start_epoch >= int(tconf.epochs):
             rank_zero_print(fabric, f"nothing to do: {out} has finished all {start_epoch} epochs "
                                     f"(training.epochs={int(tconf.epochs)}); raise training.epochs to train further")
@@ -266,6 +273,12 @@ def _train_on_rank(fabric, conf: DictConfig, out: Path, allow_data_change: bool 
             rank_zero_print(fabric, f"resuming {last_path} at epoch {start_epoch + 1} of {int(tconf.epochs)}")
     elif rank == 0:
         (out / CONFIG_NAME).write_text(to_yaml(conf))
+    if rank == 0:
+        rank_zero_print(fabric, start_banner(conf, train_loader, val_loader, model, fabric, out, start_epoch))
+        for warning in validation_warnings(val_loader.dataset):
+            rank_zero_print(fabric, f"warning: {warning}")
+        if start_epoch == 0:
+            _log_hyperparameters(fabric, conf)
     model, optimizer = fabric.setup(model, optimizer)
     model.mark_forward_method("embed")  # DDP gradient sync also when calling embed()
     augment = CQAugment(conf.augment)
@@ -284,6 +297,7 @@ def _train_on_rank(fabric, conf: DictConfig, out: Path, allow_data_change: bool 
         t_epoch = time.perf_counter()
         try:
             stats = _train_epoch(fabric, model, optimizer, train_loader, augment, generator, conf, epoch)
+
         except _StopTraining:
             global STOP_SIGNAL
             STOP_SIGNAL = stop.name() or "signal"
@@ -297,13 +311,18 @@ def _train_on_rank(fabric, conf: DictConfig, out: Path, allow_data_change: bool 
         train_loss = float(stats[0] / max(stats[1], 1))
         _check_finite(train_loss, "training loss", epoch + 1)
 
-        val = validate(fabric, model, val_loader, conf)
+        val = validate(fabric, model, val_loader, conf, desc=f"validate epoch {epoch + 1}")
+        if epoch == 0 and val["MAP"] >= 0.999:
+            rank_zero_print(fabric, "warning: validation MAP is 1.000 after the first epoch: the val split is too easy "
+                                    "to rank models (checkpoint_best will freeze); use a larger data.val_split")
         _check_finite(val["loss"], "validation loss", epoch + 1)
         cost = monitor_value(str(tconf.monitor), val["MAP"], val["NAR_strict"],
                              val["m_COMP"] if protocol.published_validation else None)
         scheduler.step(cost)
         is_best = cost < best
         best = min(best, cost)
+        if is_best:
+            best_epoch = epoch + 1
 
         row = {
             "epoch": epoch + 1,
@@ -326,6 +345,7 @@ def _train_on_rank(fabric, conf: DictConfig, out: Path, allow_data_change: bool 
                 "scheduler": scheduler.state_dict(),
                 "epoch": epoch + 1,
                 "best": best,
+                "best_epoch": best_epoch,
                 "config": OmegaConf.to_container(conf, resolve=True),
                 "metrics": row,
                 # no RNG state: every epoch reseeds torch, the augmentation generator and the
@@ -343,6 +363,8 @@ def _train_on_rank(fabric, conf: DictConfig, out: Path, allow_data_change: bool 
                 + ("  *" if is_best else "")
             )
         fabric.barrier()
+    if rank == 0 and rows:
+        rank_zero_print(fabric, end_summary(rows, best, best_epoch, tconf, out))
     return rows
 
 
@@ -402,6 +424,9 @@ def _train_epoch(fabric, model, optimizer, loader, augment, generator, conf: Dic
             steps += 1
             bar.update(1)
             bar.set_postfix(loss=f"{value:.3f}")
+            if fabric.global_rank == 0 and (steps - 1) % LOG_EVERY_STEPS == 0:  # steps 1, 11, 21, ...
+                fabric.log_dict({"step/loss": value, "step/lr": optimizer.param_groups[0]["lr"]},
+                                step=epoch * len(loader) + steps)
     finally:
         bar.close()
     stats = torch.tensor(
@@ -415,6 +440,83 @@ def _train_epoch(fabric, model, optimizer, loader, augment, generator, conf: Dic
 def _unwrapped_state_dict(model) -> dict:
     module = getattr(model, "module", model)
     return {k: v.detach().cpu() for k, v in module.state_dict().items()}
+
+
+LOG_EVERY_STEPS = 10  # per-step TensorBoard scalars (loss, lr) every this many steps
+
+#: settings a resume may change: how long to train and where/how it runs; everything else is the
+#: run's own (a changed learning rate or batch size would make another experiment)
+RESUMABLE_KEYS = ("training.epochs", "training.min_lr", "data.workers", "data.store", "data.train_split",
+                  "data.val_split", "fabric", "eval")
+
+
+def _flat(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for key, value in d.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(_flat(value, name + "."))
+        else:
+            out[name] = value
+    return out
+
+
+def resume_config(saved: dict, conf: DictConfig) -> tuple[DictConfig, list[str]]:
+    """The configuration a resume runs with: the run's saved settings, except :data:`RESUMABLE_KEYS`
+    taken from ``conf``; and ``"key old -> new"`` for every other setting ``conf`` changes (ignored)."""
+    if not saved:
+        return conf, []
+    now = _flat(OmegaConf.to_container(conf, resolve=True))
+    before = _flat(dict(saved))
+    keep = lambda key: any(key == k or key.startswith(k + ".") for k in RESUMABLE_KEYS)  # noqa: E731
+    ignored = [f"{key} {before[key]!r} -> {now[key]!r}" for key in sorted(now)
+               if key in before and before[key] != now[key] and not keep(key)]
+    merged = OmegaConf.merge(conf, {k: v for k, v in saved.items() if k != "model"})
+    for key in now:
+        if keep(key):
+            OmegaConf.update(merged, key, now[key], merge=False)
+    return merged, ignored
+
+
+def start_banner(conf: DictConfig, train_loader, val_loader, model, fabric, out: Path, start_epoch: int) -> str:
+    """What a run is about to do, in a few lines (rank 0 prints it)."""
+    train_set, val_set = train_loader.dataset, val_loader.dataset
+    n_params = sum(p.numel() for p in model.parameters())
+    lines = [
+        f"clews-pipe train -> {out}" + (f" (resuming at epoch {start_epoch + 1})" if start_epoch else ""),
+        f"  train: {len(train_set.track_ids)} tracks in {len(train_set.clique_names)} cliques "
+        f"(split {conf.data.train_split}), {len(train_loader)} steps per epoch of {int(conf.training.batch_size)} anchors per device",
+        f"  val:   {len(val_set.track_ids)} tracks in {len(val_set.clique_names)} cliques (split {conf.data.val_split}), "
+        f"protocol {conf.protocol}",
+        f"  model: {n_params:,} parameters, zdim {int(conf.model.zdim)}; {fabric.world_size} process(es) on "
+        f"{fabric.device.type}, precision {conf.fabric.precision}; epochs {start_epoch + 1}..{int(conf.training.epochs)}",
+    ]
+    return "\n".join(lines)
+
+
+def validation_warnings(val_set) -> list[str]:
+    """Why the validation metric may not rank models (a split too small to rank)."""
+    n = len(val_set.clique_names)
+    if n < 5:
+        return [f"the validation split has {n} clique(s) with >= 2 versions: too few to rank models "
+                "(its MAP saturates); use a validation split of >= 5 cliques"]
+    return []
+
+
+def end_summary(rows: list[dict], best: float, best_epoch, tconf, out: Path) -> str:
+    last = rows[-1]
+    best_text = f"best epoch {best_epoch} (monitor {best:.4f})" if best_epoch else "no best epoch yet"
+    return (f"finished epoch {last['epoch']} of {int(tconf.epochs)}: {best_text}; last val_MAP {last['val_MAP']:.3f}\n"
+            f"  checkpoints: {out / BEST_NAME} (best), {out / LAST_NAME} (last); log: {out / 'metrics.csv'}, "
+            f"TensorBoard: {out / 'tensorboard'}")
+
+
+def _log_hyperparameters(fabric, conf: DictConfig) -> None:
+    for logger in getattr(fabric, "loggers", []):
+        try:
+            logger.log_hyperparams(_flat(OmegaConf.to_container(conf, resolve=True)))
+        except Exception:  # a logger without hparams support must not stop training
+            pass
 
 
 #: the data keys a resume must not change silently (a different store or split is another experiment)

@@ -48,7 +48,7 @@ def query_sums(per_query) -> list[float]:
 
 
 @torch.no_grad()
-def validate(fabric, model, loader, conf: DictConfig) -> dict:
+def validate(fabric, model, loader, conf: DictConfig, desc: str = "validate") -> dict:
     from clews_pipe.retrieval.tiles import tile_distances
     from clews_pipe.retrieval.metrics import query_metrics
     from clews_pipe.training.loss import loss_from_config
@@ -57,7 +57,11 @@ def validate(fabric, model, loader, conf: DictConfig) -> dict:
     model.eval()
     loss_sum, n_batches = 0.0, 0
     anchors_z, anchors_clique, anchors_track = [], [], []
-    for x, clique, track in loader:
+    from clews_pipe.progress import progress_bar
+
+    batches = progress_bar(loader, total=len(loader), desc=desc, unit="batch", leave=False,
+                           disable=fabric.global_rank != 0)
+    for x, clique, track in batches:
         x = x.to(fabric.device).float()
         clique, track = clique.to(fabric.device), track.to(fabric.device)
         with fabric.autocast():
