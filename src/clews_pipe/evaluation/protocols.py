@@ -271,7 +271,12 @@ def evaluate_segment_level(
     write_text_atomic(out_dir / "metrics.md", markdown_table(rows, first_column="tau"))
     from clews_pipe.evaluation.plots import plot_segment_level
 
-    plot_segment_level(rows, out_dir / "segment_level.png")
+    prov = provenance or {}
+    checkpoint = Path(str(prov.get("checkpoint") or prov.get("embeddings") or "embeddings"))
+    label = checkpoint.parent.name + "/" + checkpoint.name if checkpoint.parent.name else checkpoint.name
+    queries = rows[0].get("queries", "?") if rows else "?"
+    plot_segment_level(rows, out_dir / "segment_level.png", label=label,
+                       title=f"segment level: split {prov.get('split') or '?'}, {queries} queries, {label}")
     return result
 
 
