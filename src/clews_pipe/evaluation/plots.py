@@ -7,7 +7,6 @@ drawn as a dashed line, so a curve is read against what guessing gives.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,14 +25,11 @@ class SegmentCurve:
 
 def curve_from_eval_dir(eval_dir: str | Path, label: str | None = None) -> SegmentCurve:
     """The segment-level rows of ``EVAL_DIR/metrics.json``; ClewsError (one line) if it has none."""
+    from clews_pipe.evaluation.eval_dir import read_metrics
+
     path = Path(eval_dir) / "metrics.json"
-    try:
-        result = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise ClewsError(f"{path}: not found (is {eval_dir} an evaluation output folder?)") from None
-    except (OSError, ValueError) as exc:
-        raise ClewsError(f"{path}: not readable JSON ({exc})") from None
-    if not isinstance(result, dict) or result.get("level") != "segment" or not result.get("per_tau"):
+    result = read_metrics(eval_dir)
+    if result.get("level") != "segment" or not result.get("per_tau"):
         raise ClewsError(f"{path}: not a segment-level evaluation (run evaluate --level segment)")
     provenance = result.get("provenance") or {}
     name = label or Path(str(provenance.get("checkpoint") or "")).stem or Path(eval_dir).name

@@ -12,14 +12,13 @@ HTML-escaped, never interpreted.
 from __future__ import annotations
 
 import base64
-import csv
 import html
-import json
 import math
 from pathlib import Path
 
 from clews_pipe.atomic import write_text_atomic
 from clews_pipe.errors import ClewsError
+from clews_pipe.evaluation.eval_dir import read_metrics, read_per_query
 
 _SORT_SCRIPT = """
 document.querySelectorAll('table.sortable th').forEach(function (th, col) {
@@ -50,24 +49,6 @@ td.num { text-align: right; font-variant-numeric: tabular-nums; }
 .nb { font-family: monospace; font-size: 12px; }
 h2 { margin-top: 1.6em; }
 """
-
-
-def _read_eval_dir(eval_dir: Path) -> tuple[dict, list[dict]]:
-    metrics_path = eval_dir / "metrics.json"
-    try:
-        metrics = json.loads(metrics_path.read_text())
-    except FileNotFoundError:
-        raise ClewsError(f"{metrics_path}: not found (is {eval_dir} an evaluation output folder?)") from None
-    except (OSError, ValueError) as exc:
-        raise ClewsError(f"{metrics_path}: not readable JSON ({exc})") from None
-    if not isinstance(metrics, dict):
-        raise ClewsError(f"{metrics_path}: not an evaluation's metrics")
-    rows: list[dict] = []
-    per_query = eval_dir / "per_query.csv"
-    if per_query.is_file():
-        with per_query.open(newline="") as handle:
-            rows = list(csv.DictReader(handle))
-    return metrics, rows
 
 
 def _number(text) -> float:
@@ -181,7 +162,7 @@ def _per_query_table(rows: list[dict]) -> str:
 def render_report(eval_dir: str | Path) -> str:
     """The HTML text of the report of ``eval_dir``."""
     eval_dir = Path(eval_dir)
-    metrics, rows = _read_eval_dir(eval_dir)
+    metrics, rows = read_metrics(eval_dir), read_per_query(eval_dir)
     provenance = metrics.get("provenance") or {}
     title = (f"clews-pipe evaluation: {metrics.get('level', '?')} level, {metrics.get('redux', '?')}, "
              f"split {provenance.get('split', '?')}")

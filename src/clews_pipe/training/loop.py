@@ -161,13 +161,9 @@ def train(conf: DictConfig, out_dir: str | Path, allow_data_change: bool = False
     section (store, splits) unless ``allow_data_change``."""
     from lightning.fabric.loggers import TensorBoardLogger
 
-    out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise ClewsError(f"{out}: the run directory is a file")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise ClewsError(f"{out}: cannot create the run directory ({exc.strerror})") from None
+    from clews_pipe.atomic import ensure_dir
+
+    out = ensure_dir(out_dir, "run directory")
     from clews_pipe.training import stop
 
     global STOP_SIGNAL

@@ -1,0 +1,36 @@
+"""Reading an ``evaluate --out`` folder back: ``metrics.json`` and ``per_query.csv`` (used by
+``clews-pipe report`` and ``clews-pipe plot``)."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+from clews_pipe.errors import ClewsError
+
+
+def read_metrics(eval_dir: str | Path) -> dict:
+    """``EVAL_DIR/metrics.json``; one ClewsError line when it is missing, unreadable or not an object."""
+    path = Path(eval_dir) / "metrics.json"
+    try:
+        metrics = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ClewsError(f"{path}: not found (is {eval_dir} an evaluation output folder?)") from None
+    except (OSError, ValueError) as exc:
+        raise ClewsError(f"{path}: not readable JSON ({exc})") from None
+    if not isinstance(metrics, dict):
+        raise ClewsError(f"{path}: not an evaluation's metrics")
+    return metrics
+
+
+def read_per_query(eval_dir: str | Path) -> list[dict]:
+    """The rows of ``EVAL_DIR/per_query.csv`` (empty when the folder has none)."""
+    path = Path(eval_dir) / "per_query.csv"
+    if not path.is_file():
+        return []
+    try:
+        with path.open(newline="") as handle:
+            return list(csv.DictReader(handle))
+    except (OSError, csv.Error, UnicodeDecodeError) as exc:
+        raise ClewsError(f"{path}: not a readable per-query table ({exc})") from None
