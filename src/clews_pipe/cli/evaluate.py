@@ -101,7 +101,8 @@ def _print_result(result: dict, out: Path) -> None:
         ]
         table.add_row(*cells)
     Console().print(table)
-    typer.echo(f"written: {out / 'metrics.json'}, {out / 'metrics.md'}, {out / 'per_query.csv'}")
+    per_query = out / ("tau_*" if result.get("level") == "segment" else "") / "per_query.csv"
+    typer.echo(f"written: {out / 'metrics.json'}, {out / 'metrics.md'}, {per_query}")
 
 
 def fuse(
