@@ -58,6 +58,7 @@ class PlainProgress:
         self.started = time.monotonic()
         self._last = self.started
         self._closed = False
+        self._printed_n = -1
         if not disable:
             self._line("started")
 
@@ -74,6 +75,7 @@ class PlainProgress:
         if note:
             text += f" ({note})"
         print(text, file=self.stream, flush=True)
+        self._printed_n = self.n
 
     def update(self, n: int = 1) -> None:
         if self.disable:
@@ -91,7 +93,8 @@ class PlainProgress:
         if self.disable or self._closed:
             return
         self._closed = True
-        self._line("done" if self.total is None or self.n >= self.total else "stopped")
+        if self.n != self._printed_n or self.n == 0:
+            self._line("done" if self.total is None or self.n >= self.total else "stopped")
 
     def __iter__(self):
         for item in self.iterable or ():
