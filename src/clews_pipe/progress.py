@@ -58,7 +58,6 @@ class PlainProgress:
         self.started = time.monotonic()
         self._last = self.started
         self._closed = False
-        self._printed_n = -1
         if not disable:
             self._line("started")
 
@@ -75,13 +74,14 @@ class PlainProgress:
         if note:
             text += f" ({note})"
         print(text, file=self.stream, flush=True)
-        self._printed_n = self.n
 
     def update(self, n: int = 1) -> None:
         if self.disable:
             return
         self.n += n
         now = time.monotonic()
+        if self.total and self.n >= self.total:
+            return  # the closing line reports the total
         if now - self._last >= self.interval:
             self._last = now
             self._line()
@@ -93,8 +93,7 @@ class PlainProgress:
         if self.disable or self._closed:
             return
         self._closed = True
-        if self.n != self._printed_n or self.n == 0:
-            self._line("done" if self.total is None or self.n >= self.total else "stopped")
+        self._line("done" if self.total is None or self.n >= self.total else "stopped")
 
     def __iter__(self):
         for item in self.iterable or ():
