@@ -82,6 +82,8 @@ class PlainProgress:
             return
         self.n += n
         now = time.monotonic()
+        if self.total and self.n >= self.total:
+            return  # the closing line reports the total
         if now - self._last >= self.interval:
             self._last = now
             self._line()

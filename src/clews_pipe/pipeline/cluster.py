@@ -49,8 +49,12 @@ SLURM_FALLBACKS = {"cores": 16, "memory": "32GB", "walltime": "04:00:00"}
 def _site(key: str):
     """The site's dask-jobqueue setting ``jobqueue.slurm.<key>`` (None when unset)."""
     import dask.config
+    import dask_jobqueue  # noqa: F401  (loads jobqueue's defaults under the site's configuration)
 
-    return dask.config.get(f"jobqueue.slurm.{key.replace('_', '-')}", None)
+    try:
+        return dask.config.get(f"jobqueue.slurm.{key.replace('_', '-')}")
+    except KeyError:
+        return None
 
 
 def slurm_cluster_kwargs(conf: DictConfig) -> dict:

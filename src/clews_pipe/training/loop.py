@@ -283,7 +283,8 @@ def _train_on_rank(fabric, conf: DictConfig, out: Path, allow_data_change: bool 
     for epoch in range(start_epoch, int(tconf.epochs)):
         lr = optimizer.param_groups[0]["lr"]
         if lr < float(tconf.min_lr):
-            rank_zero_print(fabric, f"nothing to do: learning rate {lr:.2e} < training.min_lr: stopping")
+            first = "nothing to do: " if epoch == start_epoch and start_epoch > 0 else ""
+            rank_zero_print(fabric, f"{first}learning rate {lr:.2e} < training.min_lr: stopping")
             break
         seed = _epoch_seed(int(tconf.seed), epoch, rank)
         torch.manual_seed(seed)  # CQTPrepare's noise and any other global draw
@@ -299,8 +300,9 @@ def _train_on_rank(fabric, conf: DictConfig, out: Path, allow_data_change: bool 
             STOP_SIGNAL = stop.name() or "signal"
             rank_zero_print(
                 fabric,
-                f"stopped by {STOP_SIGNAL} during epoch {epoch + 1}: {last_path if epoch else 'nothing'} "
-                f"holds epoch {epoch}; the same command resumes at epoch {epoch + 1}",
+                f"stopped by {STOP_SIGNAL} during epoch {epoch + 1}: "
+                + (f"{last_path} holds epoch {epoch}; the same command resumes at epoch {epoch + 1}"
+                   if epoch else "no epoch finished yet; the same command starts again"),
             )
             fabric.barrier()
             return rows
