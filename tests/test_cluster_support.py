@@ -14,7 +14,6 @@ from pathlib import Path
 
 import dask.config
 import dask_jobqueue  # noqa: F401  (its defaults loaded before dask.config.set, which restores on exit)
-import pytest
 import torch
 
 from clews_pipe.pipeline.cluster import slurm_cluster_kwargs, slurm_job_script
