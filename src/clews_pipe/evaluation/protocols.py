@@ -128,7 +128,8 @@ def evaluate_segment_level(
 
 def _with_device(settings: TileSettings | None, ctx: RankContext) -> TileSettings:
     settings = settings or TileSettings()
-    return TileSettings(tile=settings.tile, memory_mb=settings.memory_mb, device=ctx.device)
+    return TileSettings(tile=settings.tile, memory_mb=settings.memory_mb, device=ctx.device,
+                        precision=settings.precision)
 
 
 def run_on_ranks(fn: Callable[[RankContext], object], devices: int = 1, nodes: int = 1, accelerator: str = "cpu",
