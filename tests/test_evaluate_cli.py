@@ -192,7 +192,11 @@ def test_checkpoint_and_store_path(tmp_path):
     out = tmp_path / "out"
     assert main(["evaluate", "--checkpoint", str(ckpt), "--store", str(store), "--out", str(out), "--quiet",
                  "--level", "segment", "--taus", "5,20"]) == 0
-    emb = load_embeddings(out / "embeddings.npz")
+    from clews_pipe.evaluation.embedding_store import open_embeddings
+
+    lazy = open_embeddings(out / "embeddings.zarr")  # written in place by the ranks, chunked
+    emb = Embeddings(z=lazy.z[:], mask=lazy.mask[:], clique=lazy.clique, track=lazy.track,
+                     queries={t: (zq[:], mq[:]) for t, (zq, mq) in lazy.queries.items()})
     assert emb.track.tolist() == [f"tr{i}" for i in range(5)]
     assert emb.clique.tolist() == [0, 0, 1, 1, 2]
     # track 2: 420 frames -> shingles of 200 every 50: starts 0..250 (last repeat-padded) = 6 shingles

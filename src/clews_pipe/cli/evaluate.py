@@ -100,10 +100,11 @@ class _EvaluateJob:
 
         if self.embeddings is not None:  # .npz (in memory) or a chunked store (rows read on demand)
             return open_embeddings(self.embeddings)
-        from clews_pipe.evaluation.embed import EmbedSettings, embed_store
+        from clews_pipe.evaluation.embed import EmbedSettings
+        from clews_pipe.evaluation.embed_to_store import embed_store_chunked
 
-        return embed_store(
-            self.checkpoint, self.store, self.split, Path(self.out) / "embeddings.npz",
+        return embed_store_chunked(  # ranks write their blocks of OUT/embeddings.zarr in place
+            self.checkpoint, self.store, self.split, Path(self.out) / "embeddings.zarr",
             EmbedSettings(
                 maxlen=self.maxlen, cslen=self.cslen, cshop=self.cshop, qslen=self.qslen, qshop=self.qshop,
                 taus=tuple(self.taus), batch_size=self.batch_size,

@@ -5,7 +5,7 @@ Defaults (M segments of dimension D; every one overridable):
 
 ``nlist``            IVF cells: the largest power of two <= 4·sqrt(M), at most M / 39 (FAISS wants
                      >= 39 training points per cell), at least 1
-``nprobe``           cells visited per query segment: nlist / 32, at least min(8, nlist)
+``nprobe``           cells visited per query segment: nlist / 16, at least min(8, nlist)
 ``pq_m``             PQ sub-quantizers: D / 8 (8 dims each; the largest divisor of D <= D / 8)
 ``pq_bits``          bits per sub-quantizer code: 8 (so ``ivf-pq`` keeps D / 8 bytes a segment)
 ``hnsw_m``           HNSW links per node: 32     ``ef_construction`` 80     ``ef_search`` 128
@@ -66,7 +66,7 @@ def default_params(kind: str, n_segments: int, dim: int, overrides: dict | None 
     while nlist * 2 <= 4 * math.sqrt(m) and nlist * 2 <= max(1, m // 39):
         nlist *= 2
     pq_m = max(d for d in range(1, max(1, dim // 8) + 1) if dim % d == 0)
-    params = IndexParams(kind=kind, nlist=nlist, nprobe=max(min(8, nlist), nlist // 32), pq_m=pq_m)
+    params = IndexParams(kind=kind, nlist=nlist, nprobe=max(min(8, nlist), nlist // 16), pq_m=pq_m)
     given = {k: v for k, v in (overrides or {}).items() if v is not None}
     unknown = sorted(set(given) - set(_INT_PARAMS))
     if unknown:
