@@ -24,7 +24,10 @@ Fabric, gloo) in a fresh process per N. Per N: ``seconds`` (rank 0: embeddings o
 written), ``pairs_per_s``, per-rank ``peak_rss_mb`` and ``growth_mb`` (peak RSS minus the RSS at
 the job's start), and ``embeddings_mb`` (E). ``time_exponent``: the slope of log(seconds) against
 log(N) (2 = time ∝ N²); ``growth_over_e_half``: each rank's growth / (E / ranks) (≤ 1 means the
-ranks did not each load the whole set).
+ranks did not each load the whole set). ``distance_s`` / ``distance_time_exponent``: the tiled
+distance phase alone (first to last tile of the slowest rank); ``metrics_s``: rank 0's metrics
+afterwards; ``distance_phase_growth_mb``: per rank, the largest RSS seen after a tile minus the
+RSS at the job's start.
 
 Prints one JSON object. Everything is written under ``--workdir`` (default: a temporary folder,
 removed afterwards).
@@ -195,12 +198,25 @@ def _eval_worker(args) -> None:
 
     def job(ctx):
         baseline = _rss_mb()
+        tiles = {"first": None, "last": None, "rss": baseline, "count": 0}
+
+        def on_tile(_qi, _ci):  # distance phase: time and resident memory after every tile
+            now = time.perf_counter()
+            tiles["first"] = tiles["first"] or now
+            tiles["last"] = now
+            tiles["rss"] = max(tiles["rss"], _rss_mb())
+            tiles["count"] += 1
+
         start = time.perf_counter()
         emb = open_embeddings(args.eval_worker[0])
+        opened = time.perf_counter()
         summary = evaluate_track_level(emb, args.eval_worker[1], "bpwr-10", ctx,
-                                       TileSettings(tile=args.tile, memory_mb=args.memory_mb), progress=False)
-        seconds = time.perf_counter() - start
-        record = {"rank": ctx.rank, "seconds": seconds, "baseline_rss_mb": baseline, "peak_rss_mb": _peak_rss_mb(),
+                                       TileSettings(tile=args.tile, memory_mb=args.memory_mb), progress=False,
+                                       on_tile=on_tile)
+        end = time.perf_counter()
+        record = {"rank": ctx.rank, "seconds": end - start, "baseline_rss_mb": baseline, "peak_rss_mb": _peak_rss_mb(),
+                  "distance_s": (tiles["last"] or opened) - opened, "tiles": tiles["count"],
+                  "distance_phase_rss_mb": tiles["rss"], "after_distances_s": end - (tiles["last"] or opened),
                   "threads": torch.get_num_threads()}
         if summary is not None:
             record["MAP"] = summary["MAP"]
@@ -226,9 +242,12 @@ def measure_eval(workdir: Path, sizes: list[int], s: int, d: int, ranks: int, ti
             raise SystemExit(f"evaluation at N={n} failed:\n{proc.stderr[-3000:]}")
         per_rank = [json.loads((rec / f"rank{r}.json").read_text()) for r in range(ranks)]
         seconds = max(r["seconds"] for r in per_rank)
+        distance_s = max(r["distance_s"] for r in per_rank)
         rows.append({
             "N": n, "S": s, "D": d, "ranks": ranks, "seconds": round(seconds, 2), "process_wall_s": round(wall, 2),
-            "pairs_per_s": round(n * n / seconds), "embeddings_mb": round(e_bytes / 2**20, 2),
+            "distance_s": round(distance_s, 2), "metrics_s": round(per_rank[0]["after_distances_s"], 2),
+            "pairs_per_s": round(n * n / distance_s), "embeddings_mb": round(e_bytes / 2**20, 2),
+            "distance_phase_growth_mb": [round(r["distance_phase_rss_mb"] - r["baseline_rss_mb"], 1) for r in per_rank],
             "peak_rss_mb": [round(r["peak_rss_mb"], 1) for r in per_rank],
             "growth_mb": [round(r["peak_rss_mb"] - r["baseline_rss_mb"], 1) for r in per_rank],
             "growth_over_e_half": [round((r["peak_rss_mb"] - r["baseline_rss_mb"]) / (e_bytes / 2**20 / ranks), 3)
@@ -240,11 +259,11 @@ def measure_eval(workdir: Path, sizes: list[int], s: int, d: int, ranks: int, ti
     return rows
 
 
-def _slope(rows: list[dict]) -> float | None:
+def _slope(rows: list[dict], key: str = "seconds") -> float | None:
     if len(rows) < 2:
         return None
     x = np.log([r["N"] for r in rows])
-    y = np.log([r["seconds"] for r in rows])
+    y = np.log([max(r[key], 1e-6) for r in rows])
     return round(float(np.polyfit(x, y, 1)[0]), 3)
 
 
@@ -256,7 +275,7 @@ def main() -> None:
     parser.add_argument("--tracks", type=int, default=493_000)
     parser.add_argument("--part-size", type=int, default=64)
     parser.add_argument("--frames", type=int, default=4)
-    parser.add_argument("--backend", default="zarr")
+    parser.add_argument("--backend", default=None, help="zarr (default) or hdf5 (--quick: hdf5, faster to write)")
     parser.add_argument("--loader-items", type=int, default=None)
     parser.add_argument("--eval-n", default=None, help="comma-separated N values")
     parser.add_argument("--eval-s", type=int, default=8)
@@ -273,6 +292,7 @@ def main() -> None:
         return
     sizes = [int(x) for x in (args.eval_n or ("2500,5000,10000" if args.quick else "2500,5000,10000,20000")).split(",")]
     loader_items = args.loader_items or (400 if args.quick else 2000)
+    args.backend = args.backend or ("hdf5" if args.quick else "zarr")
     tmp = None
     workdir = args.workdir
     if workdir is None:
@@ -293,6 +313,7 @@ def main() -> None:
             rows = measure_eval(workdir, sizes, args.eval_s, args.eval_d, args.ranks, args.tile, args.memory_mb)
             result["evaluation"] = {"redux": "bpwr-10", "tile": args.tile, "memory_mb": args.memory_mb, "rows": rows,
                                     "time_exponent": _slope(rows),
+                                    "distance_time_exponent": _slope(rows, "distance_s"),
                                     "growth_mb_max": max(max(r["growth_mb"]) for r in rows),
                                     "growth_mb_min": min(min(r["growth_mb"]) for r in rows)}
     finally:

@@ -30,6 +30,7 @@ import argparse
 import json
 import os
 import shutil
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -155,6 +156,7 @@ def main() -> None:
                 row["versions_recall"] = round(float(np.mean(versions)), 4) if versions else None
                 row["distances_exact"] = bool(exact)
             result["kinds"][kind] = row
+            print(json.dumps({"done": kind, **row}), file=sys.stderr, flush=True)  # partial results survive
             del built
             for path in tmp.glob(f"{kind}.faiss*"):
                 path.unlink()

@@ -252,15 +252,8 @@ REFINE_RELATIVE_FLOOR = 2.0**-6  # and at least this fraction of the block's med
 
 
 def _refine_rows(group, my_rows, zq, mask_q, zc, mask_c, redux: Redux, settings: TileSettings, tile: int) -> None:
-    """Recompute in float32 every value of this rank's rows that decides a rank.
-
-    Per query: its relevant candidates (same clique, itself excluded), then every candidate whose
-    approximate value is at most the largest relevant value plus a margin (REFINE_ERROR_FACTOR
-    times the largest approximation error measured on the relevant pairs of the row block, and at
-    least REFINE_RELATIVE_FLOOR of its median distance). Candidates beyond that rank after every
-    relevant one whatever their exact value, so AP, rank of the first match and NAR equal the
-    float32 ones. Resumable: ``refined`` marks each finished row block.
-    """
+    """:func:`refine_block` over this rank's row blocks of the persisted matrix (resumable:
+    ``refined`` marks each finished row block)."""
     matrix = group["distances"]
     refined = group["refined"] if "refined" in group else None
     q_track = np.asarray(group["query_track"][:].tolist(), dtype=str)
@@ -272,30 +265,47 @@ def _refine_rows(group, my_rows, zq, mask_q, zc, mask_c, redux: Redux, settings:
             continue
         q0, q1 = qi * tile, min(matrix.shape[0], (qi + 1) * tile)
         rows = matrix[q0:q1]
-        rel = q_clique[q0:q1, None] == c_clique[None, :]
         own = np.asarray([col_of.get(t, -1) for t in q_track[q0:q1]])
-        has_own = own >= 0
-        rel[np.flatnonzero(has_own), own[has_own]] = False
-        pick_i, pick_j = np.nonzero(rel)
-        exact = _exact_values(pick_i + q0, pick_j, zq, mask_q, zc, mask_c, redux, settings)
-        approx = rows[pick_i, pick_j]
-        finite = np.isfinite(exact) & np.isfinite(approx)
-        err = float(np.abs(exact[finite] - approx[finite]).max()) if finite.any() else 0.0
-        rows[pick_i, pick_j] = exact
-        finite_rows = rows[np.isfinite(rows)]
-        floor = REFINE_RELATIVE_FLOOR * float(np.median(np.abs(finite_rows))) if finite_rows.size else 0.0
-        margin = max(REFINE_ERROR_FACTOR * err, floor)
-        worst = np.full(q1 - q0, -np.inf)
-        np.maximum.at(worst, pick_i, np.where(np.isfinite(exact), exact, np.inf))
-        near = (rows <= (worst + margin)[:, None]) & ~rel
-        if has_own.any():
-            near[np.flatnonzero(has_own), own[has_own]] = False
-        near_i, near_j = np.nonzero(near)
-        if near_i.size:
-            rows[near_i, near_j] = _exact_values(near_i + q0, near_j, zq, mask_q, zc, mask_c, redux, settings)
+        refine_block(rows, q0, q_clique[q0:q1], c_clique, own, zq, mask_q, zc, mask_c, redux, settings)
         matrix[q0:q1] = rows
         if refined is not None:
             refined[qi] = 1
+
+
+def refine_block(rows: np.ndarray, q0: int, q_clique, c_clique, own: np.ndarray, zq, mask_q, zc, mask_c,
+                 redux: Redux, settings: TileSettings) -> int:
+    """Recompute in float32, in place, every value of the approximate rows ``rows`` (queries
+    ``q0 .. q0 + len(rows)``) that decides a rank; returns how many values were recomputed.
+
+    Per query: its relevant candidates (same clique, its own column ``own`` excluded), then every
+    candidate whose approximate value is at most the largest relevant value plus a margin
+    (REFINE_ERROR_FACTOR times the largest approximation error measured on the relevant pairs of
+    the block, and at least REFINE_RELATIVE_FLOOR of its median distance). Candidates beyond that
+    rank after every relevant one whatever their exact value, so AP, the rank of the first match
+    and NAR equal the float32 ones.
+    """
+    q1 = q0 + rows.shape[0]
+    rel = np.asarray(q_clique)[:, None] == np.asarray(c_clique)[None, :]
+    has_own = own >= 0
+    rel[np.flatnonzero(has_own), own[has_own]] = False
+    pick_i, pick_j = np.nonzero(rel)
+    exact = _exact_values(pick_i + q0, pick_j, zq, mask_q, zc, mask_c, redux, settings)
+    approx = rows[pick_i, pick_j]
+    finite = np.isfinite(exact) & np.isfinite(approx)
+    err = float(np.abs(exact[finite] - approx[finite]).max()) if finite.any() else 0.0
+    rows[pick_i, pick_j] = exact
+    finite_rows = rows[np.isfinite(rows)]
+    floor = REFINE_RELATIVE_FLOOR * float(np.median(np.abs(finite_rows))) if finite_rows.size else 0.0
+    margin = max(REFINE_ERROR_FACTOR * err, floor)
+    worst = np.full(q1 - q0, -np.inf)
+    np.maximum.at(worst, pick_i, np.where(np.isfinite(exact), exact, np.inf))
+    near = (rows <= (worst + margin)[:, None]) & ~rel
+    if has_own.any():
+        near[np.flatnonzero(has_own), own[has_own]] = False
+    near_i, near_j = np.nonzero(near)
+    if near_i.size:
+        rows[near_i, near_j] = _exact_values(near_i + q0, near_j, zq, mask_q, zc, mask_c, redux, settings)
+    return int(len(pick_i) + len(near_i))
 
 
 def _exact_values(qs: np.ndarray, cs: np.ndarray, zq, mask_q, zc, mask_c, redux: Redux, settings: TileSettings,
