@@ -46,7 +46,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-WHEELS = ("nnAudio==0.3.4", "omegaconf==2.3.0", "antlr4-python3-runtime==4.9.3", "PyYAML", "scipy")
+WHEELS = ("nnAudio", "omegaconf", "antlr4-python3-runtime", "PyYAML", "scipy")  # pinned to this env's versions
 DVI_TEST_TRACKS = 116_197
 
 # dense (no sparsity) peak TFLOP/s: (bf16, tf32, fp32), from the vendors' data sheets
@@ -59,10 +59,19 @@ PEAKS = {
 
 def fetch_wheels(target: Path) -> None:
     """Download the wheels a bare accelerator machine lacks (CPython 3.11, manylinux x86-64)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    def pinned(name: str) -> str:
+        try:
+            return f"{name}=={version(name)}"
+        except PackageNotFoundError:
+            return name
+
     target.mkdir(parents=True, exist_ok=True)
     cmd = [sys.executable, "-m", "pip", "download", "--only-binary=:all:", "--python-version", "3.11",
-           "--platform", "manylinux2014_x86_64", "--platform", "manylinux_2_17_x86_64", "--no-deps",
-           "-d", str(target), *WHEELS]
+           "--platform", "manylinux2014_x86_64", "--platform", "manylinux_2_17_x86_64",
+           "--platform", "manylinux_2_28_x86_64", "--no-deps",
+           "-d", str(target), *(pinned(w) for w in WHEELS)]
     subprocess.run(cmd, check=True)
 
 
@@ -372,11 +381,11 @@ def main() -> None:
     cuda = args.device.startswith("cuda")
     quick = args.quick
     defaults = dict(
-        n=20_000 if cuda and not quick else (4096 if cuda else 256), s=57 if cuda or not quick else 8,
+        n=20_000 if cuda and not quick else (4096 if cuda else 128), s=57 if cuda or not quick else 8,
         d=1024 if cuda or not quick else 64, tile=1024 if cuda else 64, memory_mb=2048.0 if cuda else 16.0,
-        subset=2000 if cuda else 96, eval_budget_s=240.0 if cuda and not quick else (60.0 if cuda else 2.0),
+        subset=2000 if cuda else 64, eval_budget_s=240.0 if cuda and not quick else (60.0 if cuda else 1.0),
         config=str(REPO / "configs" / ("dvi-clews.yaml" if cuda or not quick else "tiny-cpu.yaml")),
-        steps=10 if not quick else 2, warmup=3 if not quick else 1, workers=None if cuda else 0,
+        steps=10 if not quick else 1, warmup=3 if not quick else 1, workers=None if cuda else 0,
         batch_size=None if cuda or not quick else 2, train_cliques=200 if not quick else 8,
         track_seconds=240.0 if not quick else 70.0, embed_tracks=16 if cuda else 2,
     )
