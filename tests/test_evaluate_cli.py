@@ -90,11 +90,16 @@ def test_segment_level_hand_made(tmp_path):
     assert row["MAP"] == pytest.approx(0.5) and row["MR1"] == pytest.approx(2.0) and row["NAR"] == pytest.approx(100.0)
 
 
-def test_two_ranks_match_one(tmp_path):
+@pytest.mark.parametrize("layout,redux", [("npz", "meanmin"), ("zarr", "bpwr-3")])
+def test_two_ranks_match_one(tmp_path, layout, redux):
     emb_file = tmp_path / "emb.npz"
-    make_embeddings(emb_file, n_cliques=8)
+    emb = make_embeddings(emb_file, n_cliques=8)
+    if layout == "zarr":  # the chunked store: each rank reads its rows and streams candidates
+        from clews_pipe.evaluation.embedding_store import write_embeddings_store
+
+        emb_file = write_embeddings_store(tmp_path / "emb.zarr", emb, block=4)
     env = dict(os.environ, PYTHONWARNINGS="ignore")
-    args = ["evaluate", "--embeddings", str(emb_file), "--accelerator", "cpu", "--tile", "4", "--redux", "meanmin", "--quiet"]
+    args = ["evaluate", "--embeddings", str(emb_file), "--accelerator", "cpu", "--tile", "4", "--redux", redux, "--quiet"]
     outs = {1: tmp_path / "d1", 2: tmp_path / "d2"}
     assert main([*args, "--out", str(outs[1])]) == 0
     proc = subprocess.run(
