@@ -222,8 +222,9 @@ def compute_distance_matrix(
     for qi, ci in todo:
         q0, q1 = qi * tile, min(n_q, (qi + 1) * tile)
         c0, c1 = ci * tile, min(n_c, (ci + 1) * tile)
-        if qi != current_qi:  # this rank's query rows, one row block at a time
-            current_qi, q_block = qi, (_rows(zq, q0, q1), _rows(mask_q, q0, q1))
+        if qi != current_qi:  # this rank's query rows, one row block at a time (sent to the device once)
+            current_qi = qi
+            q_block = (_rows(zq, q0, q1).to(settings.device), _rows(mask_q, q0, q1).to(settings.device))
         zc_block, mc_block = feed.get(c0, c1)
         block = tile_distances(
             q_block[0], q_block[1], zc_block, mc_block, redux, settings.memory_mb, settings.device,

@@ -83,8 +83,9 @@ class CandidateFeed:
     ``read(c0, c1) -> (z ndarray/tensor, mask ndarray/tensor)`` reads host rows (from memory or a
     chunked store). On CUDA, when the candidates (``n_rows × row_bytes``) fit in
     RESIDENT_FRACTION of the free device memory, they are uploaded once (block by block) and
-    served as views; otherwise each block goes through a reusable pinned host buffer and an
-    asynchronous copy. On the CPU blocks are served as read.
+    served as views; otherwise each block is copied into one of two reusable pinned host buffers
+    and sent with an asynchronous copy (a buffer is refilled only after its previous copy has
+    finished). On the CPU blocks are served as read.
     """
 
     def __init__(self, read: Callable, n_rows: int, row_bytes: int, device: str = "cpu", block_rows: int = 4096,
@@ -94,6 +95,8 @@ class CandidateFeed:
         self.device = torch.device(device)
         self.block_rows = max(1, int(block_rows))
         self._z = self._mask = None
+        self._pinned: list = []  # [(z buffer, mask buffer, cuda event or None)] x 2
+        self._turn = 0
         self.mode = "host"
         if self.device.type == "cuda":
             if resident is None:
@@ -110,17 +113,40 @@ class CandidateFeed:
     def _upload_all(self) -> None:
         z_parts, m_parts = [], []
         for c0 in range(0, self.n_rows, self.block_rows):
-            z, m = self._host(c0, min(self.n_rows, c0 + self.block_rows))
-            z_parts.append(z.pin_memory().to(self.device, non_blocking=True))
-            m_parts.append(m.to(self.device, non_blocking=True))
+            z, m = self._to_device(*self._host(c0, min(self.n_rows, c0 + self.block_rows)))
+            z_parts.append(z)
+            m_parts.append(m)
         self._z, self._mask = torch.cat(z_parts), torch.cat(m_parts)
+        torch.cuda.synchronize(self.device)
+        self._pinned = []  # staging buffers are not needed any more
+
+    def _to_device(self, z: torch.Tensor, m: torch.Tensor):
+        """Stage ``z``/``m`` in the next pinned buffer pair and copy them to the device asynchronously."""
+        rows = z.shape[0]
+        if len(self._pinned) < 2 or self._pinned[0][0].shape[0] < rows or self._pinned[0][0].shape[1:] != z.shape[1:] \
+                or self._pinned[0][0].dtype != z.dtype:
+            size = max(rows, self.block_rows)
+            self._pinned = [(torch.empty((size, *z.shape[1:]), dtype=z.dtype).pin_memory(),
+                             torch.empty((size, *m.shape[1:]), dtype=m.dtype).pin_memory(), None) for _ in range(2)]
+        zbuf, mbuf, event = self._pinned[self._turn]
+        if event is not None:
+            event.synchronize()  # the previous copy out of this buffer has finished
+        zbuf[:rows].copy_(z)
+        mbuf[:rows].copy_(m)
+        z_dev = zbuf[:rows].to(self.device, non_blocking=True)
+        m_dev = mbuf[:rows].to(self.device, non_blocking=True)
+        done = torch.cuda.Event()
+        done.record()
+        self._pinned[self._turn] = (zbuf, mbuf, done)
+        self._turn = 1 - self._turn
+        return z_dev, m_dev
 
     def get(self, c0: int, c1: int) -> tuple[torch.Tensor, torch.Tensor]:
         if self.mode == "resident":
             return self._z[c0:c1], self._mask[c0:c1]
         z, m = self._host(c0, c1)
         if self.mode == "pinned":
-            return z.pin_memory().to(self.device, non_blocking=True), m.to(self.device, non_blocking=True)
+            return self._to_device(z, m)
         return z, m
 
 
