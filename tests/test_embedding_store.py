@@ -174,3 +174,16 @@ def test_bad_precision_is_one_line(tmp_path):
     emb = make_set(n=5)
     with pytest.raises(ClewsError, match="--matmul-precision"):
         evaluate_track_level(emb, tmp_path / "o", "min", settings=TileSettings(precision="fp8"), progress=False)
+
+
+@pytest.mark.parametrize("redux", ["bpwr-3", "min", "meanmin"])
+def test_exact_pair_distances_equal_the_per_pair_loop(redux):
+    from clews_pipe.retrieval.tiles import exact_pair_distances
+
+    emb = make_set(n=9, s=5, d=8, seed=7, dtype=np.float32)
+    rng = np.random.default_rng(1)
+    qi, ci = rng.integers(0, 9, 20), rng.integers(0, 9, 20)
+    got = exact_pair_distances(torch.as_tensor(emb.z[qi]), torch.as_tensor(emb.mask[qi]), torch.as_tensor(emb.z[ci]),
+                               torch.as_tensor(emb.mask[ci]), redux, memory_mb=0.001).numpy()
+    full = per_pair(emb.z, emb.mask, redux)
+    np.testing.assert_allclose(got, full[qi, ci], rtol=1e-5, atol=1e-6)

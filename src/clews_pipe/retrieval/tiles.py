@@ -208,27 +208,26 @@ def exact_pair_distances(
     zq: torch.Tensor, mask_q: torch.Tensor, zc: torch.Tensor, mask_c: torch.Tensor, redux: Redux | str,
     memory_mb: float = 256.0, device: str = "cpu",
 ) -> torch.Tensor:
-    """Float32 reduced distance of each pair ``(zq[i], zc[i])`` → ``(P,)``, the exact path of
-    :func:`tile_distances` (the same augmented matmul and reduction) applied pair by pair, in
-    batches bounded by ``memory_mb``."""
+    """Float32 reduced distance of each pair ``(zq[i], zc[i])`` → ``(P,)``: the augmented
+    float32 matmul of :func:`cross_segment_distances` (``[-2q, |q|², 1]·[c, 1, |c|²] / D``) done
+    as one batched matmul per batch of pairs (bounded by ``memory_mb``), then the reduction."""
     redux = Redux.parse(redux)
-    n, u, _ = zq.shape
+    n, u, dim = zq.shape
     v = zc.shape[1]
     batch = max(1, int(memory_mb * 2**20 // (u * v * BYTES_PER_SEGMENT_PAIR)))
     out = torch.empty(n, dtype=torch.float32)
+    inf = float("inf")
     with torch.inference_mode():
         for p0 in range(0, n, batch):
             q = zq[p0 : p0 + batch].to(device).float()
             c = zc[p0 : p0 + batch].to(device).float()
             mq, mc = mask_q[p0 : p0 + batch].to(device), mask_c[p0 : p0 + batch].to(device)
-            rows = []
-            for i in range(q.shape[0]):  # one pair: a (1, 1, u, v) block of the same matmul
-                if redux.excludes_inf:
-                    seg = cross_segment_distances(q[i : i + 1], c[i : i + 1], mq[i : i + 1], mc[i : i + 1])
-                    rows.append(seg[0])
-                else:
-                    rows.append(cross_segment_distances(q[i : i + 1], c[i : i + 1])[0])
-            seg = torch.cat(rows)  # (b, u, v)
+            sq_q, sq_c = q.pow(2).sum(-1, keepdim=True), c.pow(2).sum(-1, keepdim=True)
+            if redux.excludes_inf:
+                sq_q, sq_c = sq_q.masked_fill(mq[..., None], inf), sq_c.masked_fill(mc[..., None], inf)
+            aug_q = torch.cat([q * (-2.0 / dim), sq_q / dim, torch.ones_like(sq_q) / dim], dim=-1)
+            aug_c = torch.cat([c, torch.ones_like(sq_c), sq_c], dim=-1)
+            seg = torch.bmm(aug_q, aug_c.transpose(1, 2)).clamp_min_(0.0)  # (b, u, v)
             if redux.excludes_inf:
                 red = reduce_distances(seg, redux)
             else:
