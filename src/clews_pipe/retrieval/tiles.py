@@ -70,7 +70,15 @@ def lowp_segment_distances(zq: torch.Tensor, zc: torch.Tensor, mask_q, mask_c, p
     if mask_c is not None:
         sq_c = sq_c.masked_fill(mask_c.reshape(1, -1), float("inf"))
     if precision == "bf16":
-        dot = (flat_q.to(torch.bfloat16) @ flat_c.to(torch.bfloat16).t()).float()
+        a, b = flat_q.to(torch.bfloat16), flat_c.to(torch.bfloat16).t()
+        dot = None
+        if a.is_cuda:  # float32 output of the bf16 GEMM (no rounding of the dot products to bf16)
+            try:
+                dot = torch.mm(a, b, out_dtype=torch.float32)
+            except (RuntimeError, TypeError):
+                dot = None
+        if dot is None:
+            dot = torch.mm(a, b).float()
     else:
         dot = flat_q @ flat_c.t()
     dist = (sq_q + sq_c).sub_(dot, alpha=2.0).div_(dim).clamp_min_(0.0)
