@@ -40,8 +40,8 @@ def test_pipeline_end_to_end(demo_corpus, extracted_demo_store, tmp_path, capsys
     assert metrics["redux"] == "bpwr-10" and metrics["level"] == "track"
 
     # The evaluation's embeddings feed the segment index; a test track's own audio finds itself first.
-    emb = out / "embeddings.npz"
-    assert emb.is_file()
+    emb = out / "embeddings.zarr"  # the chunked store the ranks wrote in place
+    assert emb.is_dir()
     index = tmp_path / "test.index"
     assert main(["index", "build", str(emb), "--out", str(index)]) == 0
     query_id = str(test_tracks.index[0])

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from clews_pipe.cli.app import main
+from clews_pipe.evaluation.embedding_store import read_embeddings
 from clews_pipe.evaluation.embeddings import Embeddings, load_embeddings, save_embeddings
 
 
@@ -91,11 +92,16 @@ def test_segment_level_hand_made(tmp_path):
     assert row["MAP"] == pytest.approx(0.5) and row["MR1"] == pytest.approx(2.0) and row["NAR"] == pytest.approx(100.0)
 
 
-def test_two_ranks_match_one(tmp_path):
+@pytest.mark.parametrize("layout,redux", [("npz", "meanmin"), ("zarr", "bpwr-3")])
+def test_two_ranks_match_one(tmp_path, layout, redux):
     emb_file = tmp_path / "emb.npz"
-    make_embeddings(emb_file, n_cliques=8)
+    emb = make_embeddings(emb_file, n_cliques=8)
+    if layout == "zarr":  # the chunked store: each rank reads its rows and streams candidates
+        from clews_pipe.evaluation.embedding_store import write_embeddings_store
+
+        emb_file = write_embeddings_store(tmp_path / "emb.zarr", emb, block=4)
     env = dict(os.environ, PYTHONWARNINGS="ignore")
-    args = ["evaluate", "--embeddings", str(emb_file), "--accelerator", "cpu", "--tile", "4", "--redux", "meanmin", "--quiet"]
+    args = ["evaluate", "--embeddings", str(emb_file), "--accelerator", "cpu", "--tile", "4", "--redux", redux, "--quiet"]
     outs = {1: tmp_path / "d1", 2: tmp_path / "d2"}
     assert main([*args, "--out", str(outs[1])]) == 0
     proc = subprocess.run(
@@ -197,7 +203,8 @@ def test_checkpoint_and_store_path(tmp_path):
     out = tmp_path / "out"
     assert main(["evaluate", "--checkpoint", str(ckpt), "--store", str(store), "--out", str(out), "--quiet",
                  "--level", "segment", "--taus", "5,20", "--protocol", "clews-pipe"]) == 0
-    emb = load_embeddings(out / "embeddings.npz")
+    emb = read_embeddings(out / "embeddings.zarr")  # written in place by the ranks, chunked
+    assert not (out / "embeddings.npz").exists() and not list(out.glob("embeddings.rank*"))  # no shards, no merge
     assert emb.track.tolist() == [f"tr{i}" for i in range(5)]
     assert emb.clique.tolist() == [0, 0, 1, 1, 2]
     # track 2: 420 frames -> shingles of 200 every 50: starts 0..250 (last repeat-padded) = 6 shingles
@@ -250,11 +257,11 @@ def test_checkpoint_eval_section_gives_the_defaults(tmp_path):
     out = tmp_path / "out"
     assert main(["evaluate", "--checkpoint", str(ckpt), "--store", str(store), "--out", str(out), "--quiet",
                  "--protocol", "clews-pipe"]) == 0
-    emb = load_embeddings(out / "embeddings.npz")
+    emb = read_embeddings(out / "embeddings.zarr")
     # 30 s = 300 frames at most; shingles of 200 frames every 100: track 2 (420 frames) -> starts 0, 100
     assert (~emb.mask).sum(1).tolist() == [1, 2, 2, 1, 2]
     assert json.loads((out / "metrics.json").read_text())["redux"] == "meanmin"
     # the published protocol: at most int((30 - 20) / 10) = 1 shingle, the 1-version clique C3 dropped
     published = tmp_path / "published"
     assert main(["evaluate", "--checkpoint", str(ckpt), "--store", str(store), "--out", str(published), "--quiet"]) == 0
-    assert (~load_embeddings(published / "embeddings.npz").mask).sum(1).tolist() == [1, 1, 1, 1]
+    assert (~read_embeddings(published / "embeddings.zarr").mask).sum(1).tolist() == [1, 1, 1, 1]

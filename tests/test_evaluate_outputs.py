@@ -12,6 +12,7 @@ import pytest
 
 from clews_pipe.cli.app import main
 from clews_pipe.evaluation.embeddings import Embeddings, load_embeddings, save_embeddings
+from clews_pipe.evaluation.embedding_store import read_embeddings
 
 from test_evaluate_cli import _tiny_checkpoint_and_store, make_embeddings
 
@@ -91,9 +92,17 @@ def test_metrics_json_is_strict_with_provenance(tmp_path, capsys):
     assert prov["created"].endswith("+00:00")
     # clews: clique C3 (one track) is not evaluated; the 4 others all query
     assert metrics["queries"] == 4 and metrics["skipped"] == 0
-    assert load_embeddings(out / "embeddings.npz").track.tolist() == ["tr0", "tr1", "tr2", "tr3"]
+    assert read_embeddings(out / "embeddings.zarr").track.tolist() == ["tr0", "tr1", "tr2", "tr3"]
     sidecar = _strict(out / "embeddings.json")
     assert sidecar["provenance"]["checkpoint_sha256"] == prov["checkpoint_sha256"]
+    # the chunked store given back with --embeddings: same metrics, provenance from its sidecar
+    again = tmp_path / "again"
+    code, _, err = _run(["--embeddings", str(out / "embeddings.zarr"), "--out", str(again)], capsys)
+    assert code == 0, err
+    given = _strict(again / "metrics.json")
+    assert given["MAP"] == metrics["MAP"] and given["provenance"]["checkpoint_sha256"] == prov["checkpoint_sha256"]
+    assert given["provenance"]["embeddings"] == str((out / "embeddings.zarr").resolve())
+    assert len(given["provenance"]["embeddings_sha256"]) == 64
 
 
 def test_checkpoint_path_shingle_count_per_protocol(tmp_path, capsys):
@@ -104,7 +113,7 @@ def test_checkpoint_path_shingle_count_per_protocol(tmp_path, capsys):
         code, _, err = _run(["--checkpoint", str(ckpt), "--store", str(store), "--out", str(out), "--maxlen", "40",
                              "--protocol", protocol], capsys)
         assert code == 0, err
-        emb = load_embeddings(out / "embeddings.npz")
+        emb = read_embeddings(out / "embeddings.zarr")
         counts[protocol] = dict(zip(emb.track.tolist(), (~emb.mask).sum(1).tolist()))
     # tr2 has 420 frames (42 s); maxlen 40 s = 400 frames. full: starts 0, 50, ..., 200 -> 5 shingles;
     # published (test.py): int((40 - 20) / 5) = 4 shingles. tr4 (clique C3, alone) only under clews-pipe.

@@ -1,5 +1,6 @@
 """Reproducible ``evaluate --checkpoint``: bit-identical embeddings on every rerun and any number of
-ranks; a killed run reuses ``OUT/embeddings.npz`` (same fingerprint) and resumes the matrix."""
+ranks; a killed run reuses the chunked ``OUT/embeddings.zarr`` (same fingerprint, every block
+written) and resumes the matrix."""
 
 from __future__ import annotations
 
@@ -14,16 +15,35 @@ import zarr
 
 from clews_pipe.cli.app import main
 from clews_pipe.evaluation.embed import EmbedSettings, embed_store
-from clews_pipe.evaluation.embeddings import load_embeddings
+from clews_pipe.evaluation.embedding_store import read_embeddings
 
 from test_evaluate_cli import _tiny_checkpoint_and_store
 
-ARRAYS = ("z", "mask", "clique", "track")
+def _same_embeddings(a, b) -> bool:
+    """Every array of two embeddings sets (chunked stores or .npz) bit-identical."""
+    ea, eb = read_embeddings(a), read_embeddings(b)
+    same = all(np.array_equal(getattr(ea, k), getattr(eb, k)) for k in ("z", "mask", "clique", "track"))
+    same &= sorted(ea.queries) == sorted(eb.queries)
+    same &= all(np.array_equal(ea.queries[t][i], eb.queries[t][i]) for t in ea.queries for i in (0, 1))
+    return bool(same) and (ea.track_queries is None) == (eb.track_queries is None)
 
 
-def _same_npz(a, b) -> bool:
-    da, db = np.load(a), np.load(b)
-    return sorted(da.files) == sorted(db.files) and all(np.array_equal(da[k], db[k]) for k in da.files)
+def _snapshot(folder) -> dict:
+    """Every file of a folder: (mtime_ns, bytes)."""
+    return {str(p.relative_to(folder)): (p.stat().st_mtime_ns, p.read_bytes())
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+TWO_RANKS_SMALL_BLOCKS = textwrap.dedent(
+    """
+    import sys
+    import clews_pipe.evaluation.embed as embed
+    from clews_pipe.cli.app import main
+
+    embed.EMBED_BLOCK = 8  # blocks of one group: both ranks embed and write blocks of the store
+    sys.exit(main(sys.argv[1:]))
+    """
+)
 
 
 def _more_tracks(store, n=20, seed=1):
@@ -51,21 +71,28 @@ def test_embeddings_bit_identical_on_rerun_and_two_ranks(tmp_path):
     ckpt, store, _, _ = _tiny_checkpoint_and_store(tmp_path)
     assert _more_tracks(store) == 25 > 2 * TRACKS_PER_READ
     settings = EmbedSettings(maxlen=60.0, taus=(10.0,), batch_size=4)
-    first = embed_store(ckpt, store, "test", tmp_path / "a" / "embeddings.npz", settings, progress=False)
-    second = embed_store(ckpt, store, "test", tmp_path / "b" / "embeddings.npz", settings, progress=False)
+    first = embed_store(ckpt, store, "test", tmp_path / "a" / "embeddings.zarr", settings, progress=False)
+    second = embed_store(ckpt, store, "test", tmp_path / "b" / "embeddings.zarr", settings, progress=False,
+                         block=TRACKS_PER_READ)  # other chunks, same groups of tracks: same values
     assert first.z.dtype == np.float16 and first.n_tracks == 24  # the lone C3 track is not evaluated
-    assert np.array_equal(first.z, second.z) and np.array_equal(first.queries[10.0][0], second.queries[10.0][0])
-    # two CPU ranks (gloo), each its share of the tracks: the merged file is bit-identical
+    assert _same_embeddings(tmp_path / "a" / "embeddings.zarr", tmp_path / "b" / "embeddings.zarr")
+    assert np.array_equal(first.queries[10.0][0][:], second.queries[10.0][0][:])
+    # two CPU ranks (gloo), each writing its blocks of the store in place: bit-identical values
     env = dict(os.environ, PYTHONWARNINGS="ignore")
     out2 = tmp_path / "two"
+    script = tmp_path / "two_ranks.py"
+    script.write_text(TWO_RANKS_SMALL_BLOCKS)
     proc = subprocess.run(
-        [sys.executable, "-m", "clews_pipe.cli.app", "evaluate", "--checkpoint", str(ckpt), "--store", str(store),
+        [sys.executable, str(script), "evaluate", "--checkpoint", str(ckpt), "--store", str(store),
          "--out", str(out2), "--maxlen", "60", "--batch-size", "4", "--level", "segment", "--taus", "10",
          "--devices", "2", "--quiet"],
         capture_output=True, text=True, env=env, timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert _same_npz(out2 / "embeddings.npz", tmp_path / "a" / "embeddings.npz")
+    written = zarr.open_group(str(out2 / "embeddings.zarr"), mode="r")
+    assert written["block_done"][:].tolist() == [1, 1, 1]  # 24 tracks in blocks of 8: rank 0 wrote 0 and 2, rank 1 wrote 1
+    assert not list(out2.glob("embeddings.rank*")) and not (out2 / "embeddings.npz").exists()  # no shards, no merge
+    assert _same_embeddings(out2 / "embeddings.zarr", tmp_path / "a" / "embeddings.zarr")
     assert json.loads((out2 / "metrics.json").read_text())["provenance"]["world_size"] == 2
 
 
@@ -101,8 +128,9 @@ def test_killed_checkpoint_evaluation_resumes_without_reembedding(tmp_path, monk
     assert not (out / "metrics.json").exists()
     done = zarr.open_group(str(out / "distances.zarr"), mode="r")["tile_done"][:]
     assert done.sum() == 3  # 4 tracks (clews drops the lone C3 track), tile 1: 10 tiles on/above the diagonal
-    emb_stat = (out / "embeddings.npz").stat()
-    emb_bytes = (out / "embeddings.npz").read_bytes()
+    assert zarr.open_group(str(out / "embeddings.zarr"), mode="r")["block_done"][:].all()
+    emb_files = _snapshot(out / "embeddings.zarr")
+    sidecar = (out / "embeddings.json").read_bytes()
 
     # rerun in-process: the embeddings are reused (not recomputed), only the 7 missing tiles are computed
     import clews_pipe.evaluation.distances as distances
@@ -119,14 +147,14 @@ def test_killed_checkpoint_evaluation_resumes_without_reembedding(tmp_path, monk
     assert main([*args, "--out", str(out)]) == 0
     assert "reusing" in capsys.readouterr().err
     assert len(calls) == 7
-    assert (out / "embeddings.npz").stat().st_mtime_ns == emb_stat.st_mtime_ns
-    assert (out / "embeddings.npz").read_bytes() == emb_bytes
+    assert _snapshot(out / "embeddings.zarr") == emb_files  # not one chunk rewritten
+    assert (out / "embeddings.json").read_bytes() == sidecar
     monkeypatch.undo()
 
     # an uninterrupted run from scratch (new embeddings, new matrix) gives the identical matrix
     fresh = tmp_path / "fresh"
     assert main([*args, "--out", str(fresh)]) == 0
-    assert _same_npz(fresh / "embeddings.npz", out / "embeddings.npz")
+    assert _same_embeddings(fresh / "embeddings.zarr", out / "embeddings.zarr")
     resumed = zarr.open_group(str(out / "distances.zarr"), mode="r")["distances"][:]
     straight = zarr.open_group(str(fresh / "distances.zarr"), mode="r")["distances"][:]
     assert np.array_equal(resumed, straight) and np.isfinite(resumed).all()
@@ -144,6 +172,22 @@ def test_changed_settings_reembed(tmp_path, capsys):
     capsys.readouterr()
     assert main([*base, "--maxlen", "30"]) == 0  # another maxlen: another fingerprint -> embedded again
     assert "reusing" not in capsys.readouterr().err
-    assert load_embeddings(out / "embeddings.npz").mask.shape[1] == 2  # int((30 - 20) / 5)
+    assert read_embeddings(out / "embeddings.zarr").mask.shape[1] == 2  # int((30 - 20) / 5)
     assert main([*base, "--maxlen", "30"]) == 0
     assert "reusing" in capsys.readouterr().err
+
+
+def test_incomplete_store_is_not_reused(tmp_path, capsys):
+    """A store whose blocks are not all written (a run killed while embedding) is embedded again,
+    even with the same fingerprint in the sidecar."""
+    ckpt, store, _, _ = _tiny_checkpoint_and_store(tmp_path)
+    out = tmp_path / "o"
+    base = ["evaluate", "--checkpoint", str(ckpt), "--store", str(store), "--out", str(out), "--quiet", "--maxlen", "60"]
+    assert main(base) == 0
+    before = read_embeddings(out / "embeddings.zarr")
+    zarr.open_group(str(out / "embeddings.zarr"), mode="r+")["block_done"][0] = 0
+    capsys.readouterr()
+    assert main(base) == 0
+    assert "reusing" not in capsys.readouterr().err
+    assert zarr.open_group(str(out / "embeddings.zarr"), mode="r")["block_done"][:].all()
+    assert np.array_equal(read_embeddings(out / "embeddings.zarr").z, before.z)

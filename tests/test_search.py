@@ -166,3 +166,47 @@ def test_audio_query_with_checkpoint_finds_itself(official_tiny, tmp_path, capsy
     assert matches[0]["track"] == "tune" and matches[0]["distance"] < 1e-9
     assert matches[0]["query_start"] == matches[0]["candidate_start"]
     assert len(matches) == 5
+
+
+@pytest.mark.parametrize("kind", ["ivf-flat", "ivf-pq", "hnsw"])
+def test_approximate_kinds_rerank_exactly(tmp_path, capsys, kind):
+    """Approximate kinds through the CLI: every returned distance is the exact R_min of that
+    track (brute-force loop), the order is by exact R_min, and with clear planted matches the
+    top tracks equal the brute-force ones."""
+    emb = _random_set(11, n_tracks=300, max_segments=6, dim=16)
+    save_embeddings(tmp_path / "e.npz", emb)
+    index = tmp_path / f"{kind}.faiss"
+    extra = ["--nlist", "8", "--nprobe", "4", "--pq-m", "4"] if kind != "hnsw" else ["--hnsw-m", "8"]
+    assert main(["index", "build", str(tmp_path / "e.npz"), "--out", str(index), "--kind", kind, *extra]) == 0
+    assert kind in capsys.readouterr().out
+    loaded = load_segment_index(index)
+    assert loaded.params.kind == kind and loaded.vectors.shape == (int((~emb.mask).sum()), 16)
+    q, q_starts = _query_near(emb, 12)
+    query = tmp_path / "q.npz"
+    save_file_embedding(query, FileEmbedding(source=Path("q.wav"), z=q, starts=q_starts, duration=12.0,
+                                             shingle_len=20.0, shingle_hop=2.5))
+    assert main(["search", str(index), str(query), "--top", "10", "--json"]) == 0
+    got = json.loads(capsys.readouterr().out)
+    assert got["kind"] == kind
+    brute = {r[0]: r for r in _brute_force_rmin(emb, q, q_starts, HOP)}
+    matches = got["matches"]
+    for m in matches:  # exact values and the exact best pair of every returned track
+        assert m["distance"] == pytest.approx(brute[m["track"]][1], rel=1e-9, abs=1e-12)
+        assert (m["query_start"], m["candidate_start"]) == (brute[m["track"]][2], brute[m["track"]][3])
+    assert [m["distance"] for m in matches] == sorted(m["distance"] for m in matches)
+    expected = _brute_force_rmin(emb, q, q_starts, HOP)
+    assert [m["track"] for m in matches[:2]] == [r[0] for r in expected[:2]] == ["T003", "T029"]  # planted
+    # exhaustive search parameters reach every cell / node: the ranking equals brute force
+    wide = load_segment_index(index, {"nprobe": 8} if kind != "hnsw" else {"ef_search": 4096})
+    full = search_tracks(wide, q, q_starts, top=10, k_start=wide.n_segments)
+    assert [m.track for m in full] == [r[0] for r in expected[:10]]
+
+
+def test_bad_index_kind_and_params(tmp_path, capsys):
+    emb = _random_set(6, n_tracks=5)
+    save_embeddings(tmp_path / "e.npz", emb)
+    assert main(["index", "build", str(tmp_path / "e.npz"), "--out", str(tmp_path / "i"), "--kind", "lsh"]) == 2
+    assert "--kind must be one of flat, ivf-flat, ivf-pq, hnsw" in capsys.readouterr().err
+    assert main(["index", "build", str(tmp_path / "e.npz"), "--out", str(tmp_path / "i"), "--kind", "ivf-pq",
+                 "--pq-m", "5"]) == 2
+    assert "pq_m=5 must divide" in capsys.readouterr().err

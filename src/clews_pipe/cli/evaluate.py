@@ -23,7 +23,7 @@ def _floats(text: str, what: str) -> list[float]:
 def evaluate(
     checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="model checkpoint (with --store)"),
     store: Optional[Path] = typer.Option(None, "--store", help="feature store (with --checkpoint)"),
-    embeddings: Optional[Path] = typer.Option(None, "--embeddings", help="embeddings .npz instead of checkpoint + store"),
+    embeddings: Optional[Path] = typer.Option(None, "--embeddings", help="embeddings (.npz file or chunked embeddings.zarr store) instead of checkpoint + store"),
     split: str = typer.Option("test", "--split", help="partition of the store to evaluate"),
     redux: Optional[str] = typer.Option(None, "--redux", help="track-level reduction: min, max, mean, meanmin, minmean, best-<r>, bpwr-<r> (default: the checkpoint's eval.redux, else bpwr-10)"),
     protocol: str = typer.Option("clews", "--protocol", help="clews (the published protocol) or clews-pipe (distractors kept, NAR over true negatives, full shingle count)"),
@@ -44,6 +44,7 @@ def evaluate(
     batch_size: int = typer.Option(32, "--batch-size", help="shingles per model call (checkpoint path)"),
     tile: int = typer.Option(512, "--tile", help="tracks per tile side (= Zarr chunk)"),
     memory_mb: float = typer.Option(256.0, "--memory-mb", help="memory budget of one block of segment distances"),
+    matmul_precision: str = typer.Option("fp32", "--matmul-precision", help="segment-distance matmul: fp32, tf32 or bf16 (values deciding ranks recomputed in fp32)"),
     export_wealy: Optional[Path] = typer.Option(None, "--export-wealy", help="also write the matrix as a WEALY pickle"),
     trust_checkpoint: bool = typer.Option(False, "--trust-checkpoint", help="allow arbitrary pickled objects in the checkpoint"),
     quiet: bool = typer.Option(False, "--quiet", help="no progress bars"),
@@ -64,7 +65,9 @@ def evaluate(
         raise ClewsError("--export-wealy writes the track-level matrix: use it with --level track")
     if tile < 1:
         raise ClewsError(f"--tile must be >= 1, got {tile}")
-    settings = TileSettings(tile=tile, memory_mb=memory_mb)
+    from clews_pipe.retrieval.tiles import check_precision
+
+    settings = TileSettings(tile=tile, memory_mb=memory_mb, precision=check_precision(matmul_precision))
     job = EvaluateJob.resolve(
         checkpoint=checkpoint, store=store, embeddings=embeddings, split=split, redux=redux, level=level,
         taus=tau_values, out=out, settings=settings, maxlen=maxlen, cslen=cslen, cshop=cshop, qslen=qslen,

@@ -10,20 +10,32 @@ import typer
 
 from clews_pipe.errors import ClewsError
 
-index_app = typer.Typer(help="Exact FAISS indexes over candidate segment embeddings.", no_args_is_help=True)
+index_app = typer.Typer(help="FAISS indexes (exact or approximate) over candidate segment embeddings.", no_args_is_help=True)
 
 
 @index_app.command("build")
 def build(
-    embeddings: Path = typer.Argument(..., help="evaluation embeddings .npz, or a folder of 'clews-pipe embed' outputs"),
+    embeddings: Path = typer.Argument(..., help="evaluation embeddings (.npz or chunked store), or a folder of 'clews-pipe embed' outputs"),
     out: Path = typer.Option(..., "--out", help="index file to write (its segment mapping goes beside it)"),
     hop: float = typer.Option(5.0, "--hop", help="segment hop in seconds of an evaluation embeddings file"),
+    kind: str = typer.Option("flat", "--kind", help="flat (exact), ivf-flat, ivf-pq or hnsw (approximate, exact re-rank)"),
+    nlist: Optional[int] = typer.Option(None, "--nlist", help="IVF cells (default: power of two <= 4 sqrt(segments))"),
+    nprobe: Optional[int] = typer.Option(None, "--nprobe", help="IVF cells searched (default nlist/32)"),
+    pq_m: Optional[int] = typer.Option(None, "--pq-m", help="PQ sub-quantizers (default D/8)"),
+    pq_bits: Optional[int] = typer.Option(None, "--pq-bits", help="bits per PQ code (default 8)"),
+    hnsw_m: Optional[int] = typer.Option(None, "--hnsw-m", help="HNSW links per node (default 32)"),
+    ef_construction: Optional[int] = typer.Option(None, "--ef-construction", help="HNSW build breadth (default 80)"),
+    ef_search: Optional[int] = typer.Option(None, "--ef-search", help="HNSW search breadth (default 128)"),
+    train_size: Optional[int] = typer.Option(None, "--train-size", help="IVF training vectors (default max(64 nlist, 20000))"),
 ) -> None:
-    """Index every unpadded segment (IndexFlatL2, exact) with its track and start time."""
+    """Index every unpadded segment with its track and start time."""
+    from clews_pipe.evaluation.ann import check_kind
     from clews_pipe.evaluation.segment_index import build_segment_index, mapping_path
 
-    built = build_segment_index(embeddings, out, hop=hop)
-    typer.echo(f"{out}: {built.n_segments} segments of {len(built.tracks)} tracks, D={built.dim} "
+    params = dict(nlist=nlist, nprobe=nprobe, pq_m=pq_m, pq_bits=pq_bits, hnsw_m=hnsw_m,
+                  ef_construction=ef_construction, ef_search=ef_search, train_size=train_size)
+    built = build_segment_index(embeddings, out, hop=hop, kind=check_kind(kind), params=params)
+    typer.echo(f"{out}: {built.n_segments} segments of {len(built.tracks)} tracks, D={built.dim}, {kind} "
                f"(mapping {mapping_path(out).name})")
 
 
@@ -38,12 +50,15 @@ def search(
     as_json: bool = typer.Option(False, "--json", help="print one JSON object"),
     device: str = typer.Option("cpu", "--device", help="torch device for an audio query"),
     trust_checkpoint: bool = typer.Option(False, "--trust-checkpoint", help="allow arbitrary pickled objects in the checkpoint"),
+    nprobe: Optional[int] = typer.Option(None, "--nprobe", help="IVF indexes: cells searched (default: the index's)"),
+    ef_search: Optional[int] = typer.Option(None, "--ef-search", help="HNSW indexes: search breadth (default: the index's)"),
 ) -> None:
-    """Best-matching tracks by R_min (closest pair of query and candidate segments), with the pair's times."""
+    """Best-matching tracks by R_min (closest pair of query and candidate segments), with the pair's times.
+    Approximate indexes propose candidate tracks; they are re-ranked by their exact R_min."""
     from clews_pipe.evaluation.audio_embed import embed_audio_file, load_file_embedding
     from clews_pipe.evaluation.segment_index import load_segment_index, search_tracks
 
-    seg_index = load_segment_index(index)
+    seg_index = load_segment_index(index, {"nprobe": nprobe, "ef_search": ef_search})
     if not query.is_file():
         raise ClewsError(f"{query}: query file not found")
     if query.suffix.lower() == ".npz":
@@ -57,7 +72,8 @@ def search(
         q = embed_audio_file(model, query, shingle_len=length, shingle_hop=hop, device=device)
     matches = search_tracks(seg_index, q.z, q.starts, top=top, exclude=exclude)
     if as_json:
-        typer.echo(json.dumps({"index": str(index), "query": str(query), "query_segments": int(q.z.shape[0]),
+        typer.echo(json.dumps({"index": str(index), "kind": seg_index.params.kind, "query": str(query),
+                               "query_segments": int(q.z.shape[0]),
                                "matches": [m.as_dict() for m in matches]}))
         return
     _print_table(matches, query)

@@ -34,8 +34,7 @@ import torch
 
 from clews_pipe.errors import ClewsError
 from clews_pipe.retrieval.redux import Redux
-from clews_pipe.retrieval.tiles import tile_distances
-
+from clews_pipe.retrieval.tiles import CandidateFeed, check_precision, exact_pair_distances, tile_distances
 
 
 @dataclass
@@ -43,6 +42,7 @@ class TileSettings:
     tile: int = 512  # rows and columns per tile (= Zarr chunk)
     memory_mb: float = 256.0  # budget for one block of segment distances inside a tile
     device: str = "cpu"
+    precision: str = "fp32"  # segment-distance matmul: fp32 | tf32 | bf16 (ranks re-decided in fp32)
 
 
 def fingerprint(*arrays: np.ndarray, extra: str = "") -> str:
@@ -51,6 +51,9 @@ def fingerprint(*arrays: np.ndarray, extra: str = "") -> str:
     a change anywhere means a new matrix, never stale tiles."""
     digest = hashlib.sha1(extra.encode())
     for arr in arrays:
+        if hasattr(arr, "digest"):  # a chunked store's rows: their recorded content digest
+            digest.update(f"{tuple(arr.shape)}{arr.dtype}{arr.digest}".encode())
+            continue
         arr = np.asarray(arr)
         digest.update(f"{arr.shape}{arr.dtype}".encode())
         flat = arr.reshape(-1)
@@ -101,6 +104,8 @@ def _open_or_create(
             group.create_array("distances", shape=(n_q, n_c), chunks=(tile, tile), dtype="float32", fill_value=np.nan)
             n_tq, n_tc = -(-n_q // tile), -(-n_c // tile)
             group.create_array("tile_done", shape=(n_tq, n_tc), chunks=(1, n_tc), dtype="uint8", fill_value=0)
+            if attrs.get("precision", "fp32") != "fp32":
+                group.create_array("refined", shape=(n_tq,), chunks=(1,), dtype="uint8", fill_value=0)
             for name, values in tracks_cliques.items():
                 values = np.asarray(values)
                 dtype = str if values.dtype.kind in "UO" else values.dtype
@@ -109,6 +114,20 @@ def _open_or_create(
             group.attrs.update(attrs)
     barrier()
     return zarr.open_group(str(path), mode="r+")
+
+
+def _rows(array, a: int, b: int) -> torch.Tensor:
+    """Rows ``a:b`` of an in-memory array or a chunked store's :class:`LazyRows` as a tensor."""
+    return torch.as_tensor(np.ascontiguousarray(array[a:b]))
+
+
+def _same_inputs(zq, mask_q, zc, mask_c) -> bool:
+    if zq is zc and mask_q is mask_c:
+        return True
+    if hasattr(zq, "digest") or hasattr(zc, "digest"):
+        return getattr(zq, "digest", None) == getattr(zc, "digest", None) and \
+            getattr(mask_q, "digest", None) == getattr(mask_c, "digest", None)
+    return zq.shape == zc.shape and np.array_equal(zq, zc) and np.array_equal(mask_q, mask_c)
 
 
 def compute_distance_matrix(
@@ -132,22 +151,29 @@ def compute_distance_matrix(
     blocks. ``barrier`` synchronises ranks (needed when ``world_size > 1``). ``on_tile(qi, ci)`` is
     called after each tile is written and marked done. Tiles already marked done (from an earlier,
     interrupted run over the same inputs and settings) are skipped.
+
+    The embeddings may be numpy arrays or the lazy rows of a chunked embeddings store
+    (:func:`~clews_pipe.evaluation.embedding_store.open_embeddings`): a rank then reads only its
+    query rows, one tile at a time, and streams candidate blocks (see :class:`CandidateFeed`),
+    so its memory is set by the tile and block sizes. With ``settings.precision`` tf32/bf16
+    every value that decides a rank is recomputed in float32 afterwards (:func:`_refine_rows`).
     """
     settings = settings or TileSettings()
     redux = Redux.parse(redux)
-    zq_t = torch.as_tensor(np.asarray(zq))
-    zc_t = torch.as_tensor(np.asarray(zc))
-    mq_t = torch.as_tensor(np.asarray(mask_q, dtype=bool))
-    mc_t = torch.as_tensor(np.asarray(mask_c, dtype=bool))
-    if zq_t.ndim != 3 or zc_t.ndim != 3 or zq_t.shape[2] != zc_t.shape[2]:
-        raise ClewsError(f"distance matrix: query embeddings {tuple(zq_t.shape)} and candidates {tuple(zc_t.shape)} must be (N, S, D) with the same D")
-    if mq_t.shape != zq_t.shape[:2] or mc_t.shape != zc_t.shape[:2]:
-        raise ClewsError(f"distance matrix: masks {tuple(mq_t.shape)} / {tuple(mc_t.shape)} do not match embeddings")
-    n_q, n_c = zq_t.shape[0], zc_t.shape[0]
+    precision = check_precision(settings.precision)
+    if not hasattr(zq, "digest"):
+        zq, mask_q = np.asarray(zq), np.asarray(mask_q, dtype=bool)
+    if not hasattr(zc, "digest"):
+        zc, mask_c = np.asarray(zc), np.asarray(mask_c, dtype=bool)
+    if len(zq.shape) != 3 or len(zc.shape) != 3 or zq.shape[2] != zc.shape[2]:
+        raise ClewsError(f"distance matrix: query embeddings {tuple(zq.shape)} and candidates {tuple(zc.shape)} must be (N, S, D) with the same D")
+    if tuple(mask_q.shape) != tuple(zq.shape[:2]) or tuple(mask_c.shape) != tuple(zc.shape[:2]):
+        raise ClewsError(f"distance matrix: masks {tuple(mask_q.shape)} / {tuple(mask_c.shape)} do not match embeddings")
+    n_q, n_c = zq.shape[0], zc.shape[0]
     if len(query_track) != n_q or len(candidate_track) != n_c or len(query_clique) != n_q or len(candidate_clique) != n_c:
         raise ClewsError("distance matrix: track / clique lists do not match the number of embeddings")
     same_tracks = n_q == n_c and list(map(str, query_track)) == list(map(str, candidate_track))
-    same_inputs = same_tracks and zq_t.shape == zc_t.shape and bool(torch.equal(zq_t, zc_t)) and bool(torch.equal(mq_t, mc_t))
+    same_inputs = same_tracks and _same_inputs(zq, mask_q, zc, mask_c)
     if symmetric is None:
         symmetric = same_inputs and redux.symmetric
     elif symmetric and not (same_inputs and redux.symmetric):
@@ -159,10 +185,11 @@ def compute_distance_matrix(
         "redux": redux.name,
         "tile": tile,
         "symmetric": bool(symmetric),
+        "precision": precision,
         "fingerprint": fingerprint(
-            zq_t.numpy(), mq_t.numpy(), zc_t.numpy(), mc_t.numpy(), np.asarray(query_track, dtype=str),
+            zq, mask_q, zc, mask_c, np.asarray(query_track, dtype=str),
             np.asarray(candidate_track, dtype=str), np.asarray(query_clique), np.asarray(candidate_clique),
-            extra=f"{redux}|{tile}|{symmetric}",
+            extra=f"{redux}|{tile}|{symmetric}" + ("" if precision == "fp32" else f"|{precision}"),
         ),
     }
     group = _open_or_create(
@@ -189,12 +216,22 @@ def compute_distance_matrix(
         from clews_pipe.progress import progress_bar
 
         bar = progress_bar(total=len(todo), desc=f"distances ({redux}, rank 0 of {world_size})", unit="tile")
+    feed = None
+    if todo:
+        row_bytes = int(zc.shape[1]) * int(zc.shape[2]) * np.dtype(zc.dtype).itemsize + int(zc.shape[1])
+        feed = CandidateFeed(lambda a, b: (zc[a:b], mask_c[a:b]), n_c, row_bytes, settings.device,
+                             block_rows=max(tile, 4096 // tile * tile))
+    current_qi, q_block = None, None
     for qi, ci in todo:
         q0, q1 = qi * tile, min(n_q, (qi + 1) * tile)
         c0, c1 = ci * tile, min(n_c, (ci + 1) * tile)
+        if qi != current_qi:  # this rank's query rows, one row block at a time (sent to the device once)
+            current_qi = qi
+            q_block = (_rows(zq, q0, q1).to(settings.device), _rows(mask_q, q0, q1).to(settings.device))
+        zc_block, mc_block = feed.get(c0, c1)
         block = tile_distances(
-            zq_t[q0:q1], mq_t[q0:q1], zc_t[c0:c1], mc_t[c0:c1], redux, settings.memory_mb, settings.device,
-            diagonal=symmetric and qi == ci,
+            q_block[0], q_block[1], zc_block, mc_block, redux, settings.memory_mb, settings.device,
+            diagonal=symmetric and qi == ci, precision=precision,
         )
         matrix[q0:q1, c0:c1] = block
         if symmetric and ci != qi:
@@ -206,8 +243,89 @@ def compute_distance_matrix(
             on_tile(qi, ci)
     if bar is not None:
         bar.close()
+    del feed
     barrier()
+    if precision != "fp32":
+        _refine_rows(group, my_rows, zq, mask_q, zc, mask_c, redux, settings, tile)
+        barrier()
     return path
+
+
+REFINE_ERROR_FACTOR = 4.0  # margin = this x the largest |approximate - exact| seen in the row block
+REFINE_RELATIVE_FLOOR = 2.0**-6  # and at least this fraction of the block's median distance
+
+
+def _refine_rows(group, my_rows, zq, mask_q, zc, mask_c, redux: Redux, settings: TileSettings, tile: int) -> None:
+    """:func:`refine_block` over this rank's row blocks of the persisted matrix (resumable:
+    ``refined`` marks each finished row block)."""
+    matrix = group["distances"]
+    refined = group["refined"] if "refined" in group else None
+    q_track = np.asarray(group["query_track"][:].tolist(), dtype=str)
+    c_track = np.asarray(group["candidate_track"][:].tolist(), dtype=str)
+    q_clique, c_clique = group["query_clique"][:], group["candidate_clique"][:]
+    col_of = {t: j for j, t in enumerate(c_track.tolist())}
+    for qi in my_rows:
+        if refined is not None and refined[qi]:
+            continue
+        q0, q1 = qi * tile, min(matrix.shape[0], (qi + 1) * tile)
+        rows = matrix[q0:q1]
+        own = np.asarray([col_of.get(t, -1) for t in q_track[q0:q1]])
+        refine_block(rows, q0, q_clique[q0:q1], c_clique, own, zq, mask_q, zc, mask_c, redux, settings)
+        matrix[q0:q1] = rows
+        if refined is not None:
+            refined[qi] = 1
+
+
+def refine_block(rows: np.ndarray, q0: int, q_clique, c_clique, own: np.ndarray, zq, mask_q, zc, mask_c,
+                 redux: Redux, settings: TileSettings) -> int:
+    """Recompute in float32, in place, every value of the approximate rows ``rows`` (queries
+    ``q0 .. q0 + len(rows)``) that decides a rank; returns how many values were recomputed.
+
+    Per query: its relevant candidates (same clique, its own column ``own`` excluded), then every
+    candidate whose approximate value is at most the largest relevant value plus a margin
+    (REFINE_ERROR_FACTOR times the largest approximation error measured on the relevant pairs of
+    the block, and at least REFINE_RELATIVE_FLOOR of its median distance). Candidates beyond that
+    rank after every relevant one whatever their exact value, so AP, the rank of the first match
+    and NAR equal the float32 ones.
+    """
+    q1 = q0 + rows.shape[0]
+    rel = np.asarray(q_clique)[:, None] == np.asarray(c_clique)[None, :]
+    has_own = own >= 0
+    rel[np.flatnonzero(has_own), own[has_own]] = False
+    pick_i, pick_j = np.nonzero(rel)
+    exact = _exact_values(pick_i + q0, pick_j, zq, mask_q, zc, mask_c, redux, settings)
+    approx = rows[pick_i, pick_j]
+    finite = np.isfinite(exact) & np.isfinite(approx)
+    err = float(np.abs(exact[finite] - approx[finite]).max()) if finite.any() else 0.0
+    rows[pick_i, pick_j] = exact
+    finite_rows = rows[np.isfinite(rows)]
+    floor = REFINE_RELATIVE_FLOOR * float(np.median(np.abs(finite_rows))) if finite_rows.size else 0.0
+    margin = max(REFINE_ERROR_FACTOR * err, floor)
+    worst = np.full(q1 - q0, -np.inf)
+    np.maximum.at(worst, pick_i, np.where(np.isfinite(exact), exact, np.inf))
+    near = (rows <= (worst + margin)[:, None]) & ~rel
+    if has_own.any():
+        near[np.flatnonzero(has_own), own[has_own]] = False
+    near_i, near_j = np.nonzero(near)
+    if near_i.size:
+        rows[near_i, near_j] = _exact_values(near_i + q0, near_j, zq, mask_q, zc, mask_c, redux, settings)
+    return int(len(pick_i) + len(near_i))
+
+
+def _exact_values(qs: np.ndarray, cs: np.ndarray, zq, mask_q, zc, mask_c, redux: Redux, settings: TileSettings,
+                  batch: int = 4096) -> np.ndarray:
+    """Float32 reduced distance of the pairs ``(qs[k], cs[k])``, in batches of gathered rows."""
+    out = np.empty(len(qs), dtype=np.float32)
+    for p0 in range(0, len(qs), batch):
+        q_idx, c_idx = qs[p0 : p0 + batch], cs[p0 : p0 + batch]
+        uq, q_inv = np.unique(q_idx, return_inverse=True)
+        uc, c_inv = np.unique(c_idx, return_inverse=True)
+        q_z, q_m = torch.as_tensor(np.asarray(zq[uq])), torch.as_tensor(np.asarray(mask_q[uq], dtype=bool))
+        c_z, c_m = torch.as_tensor(np.asarray(zc[uc])), torch.as_tensor(np.asarray(mask_c[uc], dtype=bool))
+        q_inv, c_inv = torch.as_tensor(q_inv), torch.as_tensor(c_inv)
+        out[p0 : p0 + len(q_idx)] = exact_pair_distances(
+            q_z[q_inv], q_m[q_inv], c_z[c_inv], c_m[c_inv], redux, settings.memory_mb, settings.device).numpy()
+    return out
 
 
 def open_distances(path: str | Path):
@@ -224,4 +342,7 @@ def open_distances(path: str | Path):
     needed = np.triu(np.ones_like(done, dtype=bool)) if symmetric else np.ones_like(done, dtype=bool)
     if not done[needed].all():
         raise ClewsError(f"distance matrix {path} is incomplete: {int((done[needed] == 0).sum())} tiles missing")
+    if "refined" in group and not group["refined"][:].all():
+        raise ClewsError(f"distance matrix {path} is incomplete: the float32 re-computation of "
+                         f"{int((group['refined'][:] == 0).sum())} row blocks is missing")
     return group

@@ -1,4 +1,5 @@
-"""Embeddings of a store split from a checkpoint, sharded over ranks, written as ``embeddings.npz``.
+"""Embeddings of a store split from a checkpoint, written by the ranks in place into a chunked
+embeddings store (``OUT/embeddings.zarr``, :mod:`~clews_pipe.evaluation.embedding_store`).
 
 Every track: its first ``maxlen`` seconds of stored CQT frames, cut into shingles of ``cslen``
 seconds (the model's shingle length by default: 20 s = 200 frames) every ``cshop`` seconds
@@ -6,8 +7,9 @@ seconds (the model's shingle length by default: 20 s = 200 frames) every ``cshop
 repeat-padded. Tracks are padded to a common shingle count with a mask. For the segment level,
 query windows of tau seconds every ``qshop`` seconds are embedded too (``zq_<tau>``); windows
 shorter than the model's training shingle are repeated up to its length, as the model does on
-waveforms. Tracks are taken in groups of ``TRACKS_PER_READ``; rank ``r`` embeds groups
-``r, r + world, ...``; rank 0 merges the shards.
+waveforms. Tracks are taken in groups of ``TRACKS_PER_READ`` inside blocks of ``EMBED_BLOCK``
+tracks (the store's chunks); rank ``r`` embeds blocks ``r, r + world, ...`` and writes each in
+place: no shard files, no merge, a rank holds one block at a time.
 
 Protocol (:class:`~clews_pipe.retrieval.protocol.Protocol`): under the published ``clews`` one,
 cliques with fewer than two available versions in the split are left out and each track has at
@@ -30,11 +32,13 @@ from pathlib import Path
 import numpy as np
 
 from clews_pipe.errors import ClewsError
-from clews_pipe.evaluation.embeddings import Embeddings, load_embeddings, save_embeddings
+from clews_pipe.evaluation.embedding_store import DEFAULT_BLOCK, EmbeddingStoreWriter, content_sha256, open_embeddings
+from clews_pipe.evaluation.embeddings import Embeddings, tau_key
 from clews_pipe.retrieval.protocol import MIN_VERSIONS, Protocol
 
 
 TRACKS_PER_READ = 8  # tracks whose windows are cut and embedded together
+EMBED_BLOCK = DEFAULT_BLOCK  # tracks per chunk of OUT/embeddings.zarr (a multiple of TRACKS_PER_READ)
 NOISE_SCHEME = "sha256(track|kind)->torch.Generator U(0,1)"  # how the input noise is seeded (fingerprinted)
 
 
@@ -55,7 +59,7 @@ class EmbedSettings:
             "maxlen": float(self.maxlen), "cslen": self.cslen, "cshop": float(self.cshop), "qslen": self.qslen,
             "qshop": float(self.qshop), "taus": [float(t) for t in self.taus], "batch_size": int(self.batch_size),
             "distractors": bool(self.protocol.distractors), "shingles": self.protocol.shingles,
-            "noise": NOISE_SCHEME, "tracks_per_read": TRACKS_PER_READ,
+            "noise": NOISE_SCHEME, "tracks_per_read": TRACKS_PER_READ, "store_block": int(EMBED_BLOCK),
         }
 
 
@@ -124,18 +128,6 @@ def _embed_windows(model, windows: list[np.ndarray], batch_size: int, device, no
     return np.split(z, np.cumsum(counts)[:-1])
 
 
-def _pad(per_track: list[np.ndarray], dim: int) -> tuple[np.ndarray, np.ndarray]:
-    """Stack per-track (S_i, D) embeddings into (N, max S_i, D) float16 (as the published
-    evaluation stores them: half the memory at Discogs-VI scale) with a padding mask."""
-    n_max = max(z.shape[0] for z in per_track)
-    z = np.zeros((len(per_track), n_max, dim), dtype=np.float16)
-    mask = np.ones((len(per_track), n_max), dtype=bool)
-    for i, zi in enumerate(per_track):
-        z[i, : zi.shape[0]] = zi
-        mask[i, : zi.shape[0]] = False
-    return z, mask
-
-
 def evaluated_tracks(tracks, protocol: Protocol):
     """The split's index rows the protocol evaluates: all of them, or (published) only cliques with
     at least ``MIN_VERSIONS`` available versions."""
@@ -146,25 +138,43 @@ def evaluated_tracks(tracks, protocol: Protocol):
     return tracks[sizes >= MIN_VERSIONS]
 
 
-def rank_tracks(n_tracks: int, rank: int, world_size: int) -> list[int]:
-    """Track rows of one rank: groups of ``TRACKS_PER_READ`` consecutive rows, dealt round-robin,
-    so each group is embedded the same way whatever the number of ranks."""
-    mine = []
-    for group_start in range(rank * TRACKS_PER_READ, n_tracks, world_size * TRACKS_PER_READ):
-        mine.extend(range(group_start, min(n_tracks, group_start + TRACKS_PER_READ)))
-    return mine
+def _n_windows(n_frames: np.ndarray, length: int, hop: int, cap: int | None) -> np.ndarray:
+    """Windows per track as :func:`cut_windows` cuts them (at least one, at most ``cap``)."""
+    counts = np.asarray([len(window_starts(int(n), length, hop)) for n in n_frames], dtype=np.int64)
+    return counts if cap is None else np.minimum(counts, max(1, int(cap)))
 
 
-def embed_store(ckpt, store_path, split: str, out_file, settings: EmbedSettings, ctx=None, trust: bool = False,
-                progress: bool = True) -> Embeddings:
-    """Compute (on every rank, each its share) and return the merged embeddings of ``split``."""
+def _store_name(kind: str) -> tuple[str, str]:
+    """The embeddings-store arrays ``(z, mask)`` of a kind of window (the kind seeds the noise)."""
+    if kind == "z":
+        return "z", "mask"
+    if kind == "zq_track":
+        return "zqt", "maskqt"
+    tau = tau_key(float(kind[len("tau_"):]))
+    return f"zq_{tau}", f"maskq_{tau}"
+
+
+def embed_store(ckpt, store_path, split: str, out_dir, settings: EmbedSettings, ctx=None, trust: bool = False,
+                progress: bool = True, block: int | None = None) -> Embeddings:
+    """Embed ``split`` with the checkpoint straight into the chunked embeddings store ``out_dir``
+    (``OUT/embeddings.zarr``, :mod:`~clews_pipe.evaluation.embedding_store`): rank 0 creates it
+    (shapes from the store's frame counts), every rank embeds its blocks of ``block`` tracks
+    (blocks ``r, r + world, ...``) and writes each block in place when it is done; no shard
+    files, no merge, nothing read back whole. Returns the store opened lazily, on every rank.
+
+    Blocks (``block``, default :data:`EMBED_BLOCK`) are whole groups of ``TRACKS_PER_READ``
+    consecutive rows, so windows are batched the same way whatever the number of ranks and the
+    block size: the values are bit-identical on any number of ranks."""
     from clews_pipe.evaluation.protocols import RankContext
     from clews_pipe.features.store import open_store
     from clews_pipe.model.checkpoint import load_model
 
+    block = int(EMBED_BLOCK if block is None else block)
+    if block < 1 or block % TRACKS_PER_READ:
+        raise ClewsError(f"embeddings block must be a positive multiple of {TRACKS_PER_READ} tracks, not {block}")
     ctx = ctx or RankContext()
-    out_file = Path(out_file)
-    out_file.parent.mkdir(parents=True, exist_ok=True)
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
     store = open_store(store_path)
     model, _ = load_model(ckpt, trust=trust, device=ctx.device)
     model.cqt_params.require_equal(store.cqt, f"checkpoint {ckpt}", f"store {store_path}")
@@ -179,10 +189,15 @@ def embed_store(ckpt, store_path, split: str, out_file, settings: EmbedSettings,
             f"(protocol {protocol.name} drops smaller cliques; --protocol clews-pipe keeps them as distractors)"
         )
     track_ids = np.asarray(tracks.index.astype(str))
+    stored_frames = tracks["n_frames"].to_numpy().astype(np.int64)
+    if (stored_frames <= 0).any():
+        empty = track_ids[np.flatnonzero(stored_frames <= 0)[0]]
+        raise ClewsError(f"store {store_path}: track {empty} of split {split!r} has no frames")
     clique_names = np.asarray(tracks["clique"].astype(str))
     _, clique_ids = np.unique(clique_names, return_inverse=True)
     rate = float(store.frame_rate)
     max_frames = int(round(settings.maxlen * rate))
+    n_frames = np.minimum(stored_frames, max_frames)
     cslen = settings.cslen or model.shingle_len
     qslen = settings.qslen or cslen
     c_len, c_hop = model.shingle_frames(cslen), max(1, int(round(settings.cshop * rate)))
@@ -190,60 +205,63 @@ def embed_store(ckpt, store_path, split: str, out_file, settings: EmbedSettings,
     c_max = protocol.max_shingles(settings.maxlen, cslen, settings.cshop, model.samplerate)
     q_max = protocol.max_shingles(settings.maxlen, qslen, settings.qshop, model.samplerate)
     min_len = model.shingle_frames(model.min_shingle_len)
-    mine = rank_tracks(len(track_ids), ctx.rank, ctx.world_size)
-    # kind -> (window length, hop, cap)
+    # kind (seeds the noise) -> (window length, hop, cap)
     kinds: dict[str, tuple[int, int, int | None]] = {"z": (c_len, c_hop, c_max)}
     if (q_len, q_hop, q_max) != (c_len, c_hop, c_max):
         kinds["zq_track"] = (q_len, q_hop, q_max)
     for tau in settings.taus:
         kinds[f"tau_{tau}"] = (max(1, int(round(tau * rate))), q_hop, None)
-    per_kind: dict[str, list[np.ndarray]] = {k: [] for k in kinds}
-    iterator = mine
+    widths = {kind: int(_n_windows(n_frames, *lhc).max()) for kind, lhc in kinds.items()}
+    dim = int(model.zdim)
+    if ctx.rank == 0:
+        EmbeddingStoreWriter.create(
+            out_dir, len(track_ids), widths["z"], dim, track=track_ids, clique=clique_ids.astype(np.int64),
+            dtype="float16", clique_name=clique_names, block=block,
+            query_segments={float(tau): widths[f"tau_{tau}"] for tau in settings.taus},
+            track_query_segments=widths.get("zq_track"),
+        )
+    ctx.barrier()
+    writer = EmbeddingStoreWriter(out_dir)
+    my_blocks = writer.blocks_for_rank(ctx.rank, ctx.world_size)
+    bar = None
     if progress and ctx.rank == 0:
         from clews_pipe.progress import progress_bar
 
-        iterator = progress_bar(mine, desc=f"embed {split} (rank 0 of {ctx.world_size})", unit="track")
-    chunk: list[int] = []
-    for pos, i in enumerate(iterator):
-        chunk.append(i)
-        if (i + 1) % TRACKS_PER_READ == 0 or pos == len(mine) - 1:
-            frames = [store.read(track_ids[j], 0, max_frames).astype(np.float32) for j in chunk]
-            for j, f in zip(chunk, frames):
+        bar = progress_bar(total=sum(min(len(track_ids), (b + 1) * block) - b * block for b in my_blocks),
+                           desc=f"embed {split} (rank 0 of {ctx.world_size})", unit="track")
+    for b in my_blocks:
+        t0, t1 = b * block, min(len(track_ids), (b + 1) * block)
+        values = {}
+        for kind in kinds:  # float16 as the published evaluation stores them; True = padding
+            zname, mname = _store_name(kind)
+            values[zname] = np.zeros((t1 - t0, widths[kind], dim), dtype=np.float16)
+            values[mname] = np.ones((t1 - t0, widths[kind]), dtype=bool)
+        for g0 in range(t0, t1, TRACKS_PER_READ):  # one global group of TRACKS_PER_READ rows
+            rows = range(g0, min(t1, g0 + TRACKS_PER_READ))
+            frames = [store.read(track_ids[j], 0, max_frames).astype(np.float32) for j in rows]
+            for j, f in zip(rows, frames):
                 if f.shape[0] == 0:
                     raise ClewsError(f"store {store_path}: track {track_ids[j]} of split {split!r} has no frames")
             for kind, (length, hop, cap) in kinds.items():
                 windows = [cut_windows(f, length, hop, min_len, cap) for f in frames]
-                noise = [track_noise(track_ids[j], kind, w.shape) for j, w in zip(chunk, windows)]
-                per_kind[kind] += _embed_windows(model, windows, settings.batch_size, ctx.device, noise)
-            chunk = []
-    shard = out_file.with_name(f"{out_file.stem}.rank{ctx.rank}.npz")
-    np.savez(shard, order=np.asarray(mine, dtype=np.int64),
-             **{f"{k}__{n}": v for k, vs in per_kind.items() for n, v in enumerate(vs)})
+                noise = [track_noise(track_ids[j], kind, w.shape) for j, w in zip(rows, windows)]
+                embedded = _embed_windows(model, windows, settings.batch_size, ctx.device, noise)
+                zname, mname = _store_name(kind)
+                for j, z in zip(rows, embedded):
+                    values[zname][j - t0, : z.shape[0]] = z
+                    values[mname][j - t0, : z.shape[0]] = False
+            if bar is not None:
+                bar.update(len(rows))
+        writer.write_rows(t0, values.pop("z"), values.pop("mask"), values)
+    if bar is not None:
+        bar.close()
     ctx.barrier()
-    if ctx.rank == 0:
-        merged: dict[str, list] = {k: [None] * len(track_ids) for k in per_kind}
-        for r in range(ctx.world_size):
-            part = np.load(out_file.with_name(f"{out_file.stem}.rank{r}.npz"))
-            order = part["order"]
-            for k in per_kind:
-                for n, idx in enumerate(order):
-                    merged[k][idx] = part[f"{k}__{n}"]
-        dim = merged["z"][0].shape[-1]
-        z, mask = _pad(merged["z"], dim)
-        queries = {float(tau): _pad(merged[f"tau_{tau}"], dim) for tau in settings.taus}
-        emb = Embeddings(z=z, mask=mask, clique=clique_ids.astype(np.int64), track=track_ids, queries=queries,
-                         clique_name=clique_names)
-        if "zq_track" in merged:  # track-level queries with their own shingling
-            emb.track_queries = _pad(merged["zq_track"], dim)
-        save_embeddings(out_file, emb)
-        for r in range(ctx.world_size):
-            out_file.with_name(f"{out_file.stem}.rank{r}.npz").unlink(missing_ok=True)
-    ctx.barrier()
-    return load_embeddings(out_file)
+    return open_embeddings(out_dir)
 
 
 def sidecar_path(out_file) -> Path:
-    """``embeddings.json`` beside ``embeddings.npz``: the fingerprint and provenance of the embeddings."""
+    """``embeddings.json`` beside ``embeddings.zarr`` (or an ``.npz``): the fingerprint and provenance
+    of the embeddings."""
     return Path(out_file).with_suffix(".json")
 
 
@@ -273,11 +291,12 @@ def embeddings_fingerprint(inputs: dict) -> str:
 
 
 def reusable_embeddings(out_file, fingerprint: str) -> tuple[Embeddings, dict] | None:
-    """The embeddings at ``out_file`` with their provenance when their sidecar carries ``fingerprint``."""
+    """The embeddings at ``out_file`` (opened lazily) with their provenance when their sidecar
+    carries ``fingerprint`` and the store is complete (every block written)."""
     import json
 
     out_file, sidecar = Path(out_file), sidecar_path(out_file)
-    if not (out_file.is_file() and sidecar.is_file()):
+    if not (out_file.exists() and sidecar.is_file()):
         return None
     try:
         saved = json.loads(sidecar.read_text())
@@ -286,16 +305,17 @@ def reusable_embeddings(out_file, fingerprint: str) -> tuple[Embeddings, dict] |
     if not isinstance(saved, dict) or saved.get("fingerprint") != fingerprint:
         return None
     try:
-        return load_embeddings(out_file), dict(saved.get("provenance") or {})
-    except ClewsError:
+        return open_embeddings(out_file), dict(saved.get("provenance") or {})
+    except ClewsError:  # unreadable or incomplete (a run killed while embedding)
         return None
 
 
 def embed_or_reuse(ckpt, store_path, split: str, out_file, settings: EmbedSettings, ctx=None, trust: bool = False,
                    progress: bool = True, log=None) -> tuple[Embeddings, dict, bool]:
     """``(embeddings, provenance of the inputs, reused)``: ``out_file`` as it is when its fingerprint
-    (checkpoint sha256, store index sha256, split, settings) matches, else :func:`embed_store`
-    (then the sidecar ``embeddings.json`` is written after the ``.npz``)."""
+    (checkpoint sha256, store index sha256, split, settings) matches and it is complete, else
+    :func:`embed_store` into ``out_file`` (the chunked ``OUT/embeddings.zarr``; the sidecar
+    ``embeddings.json`` is written only once every block is)."""
     from clews_pipe.atomic import write_json_atomic
     from clews_pipe.evaluation.protocols import RankContext
     from clews_pipe.evaluation.provenance import checkpoint_epoch
@@ -319,12 +339,14 @@ def embed_or_reuse(ckpt, store_path, split: str, out_file, settings: EmbedSettin
 
 
 def embeddings_file_provenance(path) -> tuple[Embeddings, dict]:
-    """An embeddings file given as it is, with the provenance of its sidecar when it has one."""
+    """Embeddings given as they are (an ``.npz`` file or a chunked store), with the provenance of
+    their sidecar when they have one; ``embeddings_sha256``: the file's sha256, or for a store
+    :func:`~clews_pipe.evaluation.embedding_store.content_sha256`."""
     import json
 
     from clews_pipe.evaluation.provenance import base_provenance, file_sha256
 
-    emb = load_embeddings(path)
+    emb = open_embeddings(path)
     inputs = base_provenance()
     sidecar = sidecar_path(path)
     if sidecar.is_file():
@@ -334,5 +356,5 @@ def embeddings_file_provenance(path) -> tuple[Embeddings, dict]:
         except (OSError, ValueError, AttributeError):
             pass
     inputs["embeddings"] = str(Path(path).resolve())
-    inputs["embeddings_sha256"] = file_sha256(path)
+    inputs["embeddings_sha256"] = file_sha256(path) if Path(path).is_file() else content_sha256(path)
     return emb, inputs

@@ -103,7 +103,8 @@ class EvaluateJob:
         provenance = evaluation_provenance(
             inputs, protocol=self.protocol, redux=redux, level=self.level,
             maxlen=self.maxlen if self.embeddings is None else None, world_size=ctx.world_size,
-            settings={"tile": self.settings.tile, "taus": list(self.taus) if self.level == "segment" else None},
+            settings={"tile": self.settings.tile, "taus": list(self.taus) if self.level == "segment" else None,
+                      "matmul_precision": self.settings.precision},
         )
         if self.level == "track":
             return evaluate_track_level(emb, self.out, self.redux, ctx, self.settings, self.progress,
@@ -120,7 +121,7 @@ class EvaluateJob:
         from clews_pipe.evaluation.embed import EmbedSettings, embed_or_reuse
 
         emb, inputs, _ = embed_or_reuse(
-            self.checkpoint, self.store, self.split, Path(self.out) / "embeddings.npz",
+            self.checkpoint, self.store, self.split, Path(self.out) / "embeddings.zarr",  # chunked, written in place
             EmbedSettings(
                 maxlen=self.maxlen, cslen=self.cslen, cshop=self.cshop, qslen=self.qslen, qshop=self.qshop,
                 taus=tuple(self.taus), batch_size=self.batch_size, protocol=self.protocol,

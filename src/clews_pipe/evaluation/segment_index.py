@@ -1,11 +1,16 @@
-"""Exact FAISS index over candidate segment embeddings, and R_min segment-level track search.
+"""FAISS index over candidate segment embeddings, and R_min segment-level track search.
 
-An index is two files: ``INDEX`` (a FAISS ``IndexFlatL2``, exact) and ``INDEX.segments.npz``
-beside it, mapping every indexed segment to its track and start time:
+An index is ``INDEX`` (a FAISS index of one of the kinds of :mod:`clews_pipe.evaluation.ann`:
+``flat`` = ``IndexFlatL2``, exact, the default; ``ivf-flat``, ``ivf-pq``, ``hnsw``, approximate)
+and ``INDEX.segments.npz`` beside it, mapping every indexed segment to its track and start time:
 
 ``tracks``         str     (T,)  track names
 ``segment_track``  int64   (M,)  row of ``tracks`` for each indexed segment (FAISS id = row)
 ``segment_start``  float64 (M,)  segment start time in seconds
+``params``         str           JSON of the index kind and its parameters (absent: flat)
+
+Approximate kinds also keep ``INDEX.vectors.npy`` (M, D) in the source's dtype: the exact
+vectors, memory-mapped, read only for the candidate tracks a search re-ranks.
 
 Sources: an evaluation embeddings file (``z`` (N, S, D), ``mask``, ``track``; segment ``j`` of a
 track starts at ``j * hop`` s) or a folder of ``clews-pipe embed`` outputs (their ``starts``; the
@@ -18,6 +23,12 @@ segments; a track absent from segment ``i``'s list is at least that list's last 
 ``tau_i`` away from it, so every track whose best found pair is below ``min_i tau_i`` has its exact
 R_min and no unseen track can beat it. ``k`` grows until ``top`` tracks are certain that way (or
 covers every segment: an exhaustive search).
+
+With an approximate kind, the index's ``k`` nearest segments of each query segment
+(``k = max(64, 10·top)``) name the candidate tracks; every candidate is then re-ranked by its
+exact R_min over all its segments (float64, from ``INDEX.vectors.npy``). The returned distances
+are exact; a track can be missed only when none of its segments reached any query segment's
+approximate k nearest (``benchmarks/segment_search.py`` measures that recall against ``flat``).
 """
 
 from __future__ import annotations
@@ -30,16 +41,21 @@ import numpy as np
 
 from clews_pipe.atomic import atomic_path
 from clews_pipe.errors import ClewsError, first_line
+from clews_pipe.evaluation.ann import IndexParams, default_params, make_index, params_from_dict, set_search_params
 
 MAPPING_SUFFIX = ".segments.npz"
+VECTORS_SUFFIX = ".vectors.npy"
+ADD_BLOCK = 65536  # segments converted to float32 and added to the index at a time
 
 
 @dataclass
 class SegmentIndex:
-    index: object  # faiss.IndexFlatL2
+    index: object  # a FAISS index (IndexFlatL2 for the exact kind)
     tracks: np.ndarray  # (T,) str
     segment_track: np.ndarray  # (M,) int64
     segment_start: np.ndarray  # (M,) float64
+    params: IndexParams = IndexParams()
+    vectors: np.ndarray | None = None  # (M, D) exact vectors (memory-mapped) for approximate kinds
 
     @property
     def dim(self) -> int:
@@ -68,11 +84,21 @@ def mapping_path(index_path: str | Path) -> Path:
     return index_path.with_name(index_path.name + MAPPING_SUFFIX)
 
 
+def vectors_path(index_path: str | Path) -> Path:
+    index_path = Path(index_path)
+    return index_path.with_name(index_path.name + VECTORS_SUFFIX)
+
+
 # --------------------------------------------------------------------------------------- sources
 def segments_from_source(source: str | Path, hop: float = 5.0) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """``(vectors (M, D) float32, tracks (T,), segment_track (M,), segment_start (M,))`` of every
     unpadded segment of an evaluation embeddings file or a folder of embed outputs."""
     source = Path(source)
+    if source.is_dir() and _is_embedding_store(source):
+        blocks = list(_store_blocks(source, hop))
+        tracks = blocks[0][0]
+        return (np.concatenate([b[1] for b in blocks]).astype(np.float32), tracks,
+                np.concatenate([b[2] for b in blocks]), np.concatenate([b[3] for b in blocks]))
     if source.is_dir():
         return _segments_from_folder(source)
     if not source.is_file():
@@ -108,23 +134,108 @@ def _segments_from_folder(folder: Path):
     return vectors, tracks, np.repeat(np.arange(len(files), dtype=np.int64), counts), starts
 
 
+def _is_embedding_store(folder: Path) -> bool:
+    return (folder / "zarr.json").is_file() and (folder / "block_done").exists()
+
+
+def _store_blocks(source: Path, hop: float):
+    """``(tracks, vectors, segment_track, segment_start)`` per block of a chunked embeddings store
+    (its stored dtype; one block of tracks in memory at a time)."""
+    from clews_pipe.evaluation.embedding_store import DEFAULT_BLOCK, open_embeddings
+
+    if hop <= 0:
+        raise ClewsError(f"--hop must be > 0 seconds, got {hop}")
+    emb = open_embeddings(source)
+    block = DEFAULT_BLOCK
+    for t0 in range(0, emb.n_tracks, block):
+        t1 = min(emb.n_tracks, t0 + block)
+        keep = ~emb.mask[t0:t1]
+        rows, cols = np.nonzero(keep)
+        yield emb.track, emb.z[t0:t1][keep], (rows + t0).astype(np.int64), cols.astype(np.float64) * hop
+
+
 # --------------------------------------------------------------------------------------- build / load
-def build_segment_index(source: str | Path, out: str | Path, hop: float = 5.0) -> SegmentIndex:
-    """Index every candidate segment of ``source``; write ``out`` and its mapping beside it."""
+def build_segment_index(source: str | Path, out: str | Path, hop: float = 5.0, kind: str = "flat",
+                        params: dict | None = None) -> SegmentIndex:
+    """Index every candidate segment of ``source`` with an index of ``kind`` (flat, ivf-flat,
+    ivf-pq, hnsw; ``params`` override the defaults of :func:`~clews_pipe.evaluation.ann.default_params`);
+    write ``out``, its mapping and (approximate kinds) its exact vectors beside it."""
+    source = Path(source)
+    if source.is_dir() and _is_embedding_store(source):  # streamed block by block
+        first = next(_store_blocks(source, hop))
+        tracks = first[0]
+        blocks = lambda: ((v, st, ss) for _t, v, st, ss in _store_blocks(source, hop))  # noqa: E731
+    else:
+        vectors, tracks, segment_track, segment_start = segments_from_source(source, hop=hop)
+        blocks = lambda: iter([(vectors, segment_track, segment_start)])  # noqa: E731
+    return build_index_from_blocks(blocks, tracks, out, kind, params)
+
+
+def build_index_from_blocks(blocks, tracks: np.ndarray, out: str | Path, kind: str = "flat",
+                            params: dict | None = None, seed: int = 0) -> SegmentIndex:
+    """Build from ``blocks()`` (a callable returning an iterator of ``(vectors (m, D), segment_track
+    (m,), segment_start (m,))``; called twice for approximate kinds: once for the counts and the
+    training sample, once to add)."""
+    import json
+
     import faiss
 
     if Path(out).is_dir() or mapping_path(Path(out)).is_dir():  # before anything is written
         raise ClewsError(f"{out}: is a directory; give the path of the index file to write")
-    vectors, tracks, segment_track, segment_start = segments_from_source(source, hop=hop)
-    index = faiss.IndexFlatL2(int(vectors.shape[1]))
-    index.add(vectors)
+    counts, dims, dtype = 0, set(), np.float32
+    for vec, _st, _ss in blocks():
+        counts += len(vec)
+        dims.add(int(vec.shape[1]))
+        dtype = np.float16 if vec.dtype == np.float16 else np.float32
+    if counts == 0:
+        raise ClewsError("nothing to index: every segment is padding")
+    dim = dims.pop()
+    chosen = default_params(kind, counts, dim, params)
+    index = make_index(chosen, dim)
+    if chosen.needs_training:
+        rng = np.random.default_rng(seed)
+        take = np.sort(rng.choice(counts, size=min(counts, chosen.train_size), replace=False))
+        sample, offset = [], 0
+        for vec, _st, _ss in blocks():
+            local = take[(take >= offset) & (take < offset + len(vec))] - offset
+            sample.append(np.asarray(vec[local], dtype=np.float32))
+            offset += len(vec)
+        index.train(np.ascontiguousarray(np.concatenate(sample)))
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
+    seg_track, seg_start = [], []
+    stored = None
+    with atomic_path(vectors_path(out), suffix=".npy") as tmp_vec:
+        if chosen.approximate:
+            stored = np.lib.format.open_memmap(tmp_vec, mode="w+", dtype=dtype, shape=(counts, dim))
+        offset = 0
+        for vec, st, ss in blocks():
+            for a in range(0, len(vec), ADD_BLOCK):
+                part = np.asarray(vec[a : a + ADD_BLOCK])
+                index.add(np.ascontiguousarray(part, dtype=np.float32))
+                if stored is not None:
+                    stored[offset + a : offset + a + len(part)] = part
+            offset += len(vec)
+            seg_track.append(np.asarray(st, dtype=np.int64))
+            seg_start.append(np.asarray(ss, dtype=np.float64))
+        if stored is not None:
+            stored.flush()
+            del stored
+        else:
+            np.save(tmp_vec, np.zeros((0, dim), dtype=dtype))
+    if not chosen.approximate:
+        vectors_path(out).unlink(missing_ok=True)
+    segment_track, segment_start = np.concatenate(seg_track), np.concatenate(seg_start)
+    if np.any(np.diff(segment_track) < 0):
+        raise ClewsError("segments must come track by track (each track's segments contiguous)")
     with atomic_path(mapping_path(out), suffix=".npz") as tmp_map:
-        np.savez(tmp_map, tracks=tracks, segment_track=segment_track, segment_start=segment_start)
+        np.savez(tmp_map, tracks=np.asarray(tracks, dtype=str), segment_track=segment_track,
+                 segment_start=segment_start, params=np.asarray(json.dumps(chosen.to_dict())))
     with atomic_path(out) as tmp_index:
         faiss.write_index(index, str(tmp_index))
-    return SegmentIndex(index=index, tracks=tracks, segment_track=segment_track, segment_start=segment_start)
+    vectors = np.load(vectors_path(out), mmap_mode="r") if chosen.approximate else None
+    return SegmentIndex(index=index, tracks=np.asarray(tracks, dtype=str), segment_track=segment_track,
+                        segment_start=segment_start, params=chosen, vectors=vectors)
 
 
 #: FAISS flat-index header: fourcc, d, ntotal, two dummies, is_trained, metric, then the codes'
@@ -148,7 +259,11 @@ def _check_flat_header(path: Path) -> None:
         raise ClewsError(f"{path}: not a FAISS index (its header declares {n_floats} floats, the file holds {size} bytes)")
 
 
-def load_segment_index(path: str | Path) -> SegmentIndex:
+def load_segment_index(path: str | Path, search_params: dict | None = None) -> SegmentIndex:
+    """Load an index written by :func:`build_segment_index`; ``search_params`` (``nprobe``,
+    ``ef_search``) override the recorded ones for this session."""
+    import json
+
     import faiss
 
     path = Path(path)
@@ -166,12 +281,31 @@ def load_segment_index(path: str | Path) -> SegmentIndex:
     try:
         data = np.load(mpath, allow_pickle=False)
         tracks, seg_track, seg_start = data["tracks"].astype(str), data["segment_track"], data["segment_start"]
-    except Exception as exc:  # zip/format/missing-key errors
+        params = params_from_dict(json.loads(str(data["params"]))) if "params" in data.files else IndexParams()
+    except Exception as exc:  # zip/format/missing-key/JSON errors
         raise ClewsError(f"{mpath}: unreadable segment mapping ({type(exc).__name__}: {exc})") from None
     if seg_track.shape[0] != index.ntotal or seg_start.shape != seg_track.shape:
         raise ClewsError(f"{mpath}: maps {seg_track.shape[0]} segments but {path} holds {index.ntotal}")
+    overrides = {k: v for k, v in (search_params or {}).items() if v is not None}
+    for key, value in overrides.items():
+        if key not in ("nprobe", "ef_search") or not isinstance(value, int) or value < 1:
+            raise ClewsError(f"search parameter {key}={value!r}: expected nprobe or ef_search, a positive integer")
+    if overrides:
+        from dataclasses import replace
+
+        params = replace(params, **overrides)
+    vectors = None
+    if params.approximate:
+        set_search_params(index, params)
+        vpath = vectors_path(path)
+        try:
+            vectors = np.load(vpath, mmap_mode="r")
+        except (OSError, ValueError) as exc:
+            raise ClewsError(f"{path}: its exact vectors {vpath.name} are missing or unreadable ({exc})") from None
+        if vectors.shape != (index.ntotal, index.d):
+            raise ClewsError(f"{vpath}: shape {vectors.shape} != ({index.ntotal}, {index.d}) of {path}")
     return SegmentIndex(index=index, tracks=tracks, segment_track=seg_track.astype(np.int64),
-                        segment_start=seg_start.astype(np.float64))
+                        segment_start=seg_start.astype(np.float64), params=params, vectors=vectors)
 
 
 # --------------------------------------------------------------------------------------- search
@@ -207,6 +341,8 @@ def search_tracks(
     wanted = min(top, int((~excluded).sum()))
     if wanted == 0:
         return []
+    if seg_index.params.approximate:
+        return _approximate_search(seg_index, query, query_starts, wanted, excluded, k_start, stats)
     k = min(n_segments, k_start if k_start is not None else max(32, 8 * top))
     rounds = 0
     while True:
@@ -230,6 +366,45 @@ def search_tracks(
               query_start=float(query_starts[best_q[t]]), candidate_start=float(seg_index.segment_start[best_c[t]]))
         for r, t in enumerate(order)
     ]
+
+
+def _approximate_search(seg_index: SegmentIndex, query: np.ndarray, query_starts: np.ndarray, wanted: int,
+                        excluded: np.ndarray, k_start: int | None, stats: dict | None) -> list[Match]:
+    """Candidate tracks from the approximate k nearest segments, re-ranked by exact R_min."""
+    n_segments = seg_index.n_segments
+    k = min(n_segments, k_start if k_start is not None else max(64, 10 * wanted))
+    _dist, ids = _knn(seg_index.index, query, k)
+    ids = ids[ids >= 0]
+    candidates = np.unique(seg_index.segment_track[ids])
+    candidates = candidates[~excluded[candidates]]
+    rows, owner = _segments_of(seg_index.segment_track, candidates)
+    vectors = np.asarray(seg_index.vectors[rows], dtype=np.float64)
+    q = query.astype(np.float64)
+    d = ((q * q).sum(1)[:, None] + (vectors * vectors).sum(1)[None, :] - 2.0 * q @ vectors.T).clip(min=0.0)
+    best_q = d.argmin(axis=0)  # per candidate segment: its nearest query segment
+    seg_best = d[best_q, np.arange(d.shape[1])]
+    order = np.lexsort((rows, best_q, seg_best, owner))  # per track: smallest distance first
+    first = order[np.r_[True, owner[order][1:] != owner[order][:-1]]] if len(order) else order
+    track_best = seg_best[first]
+    ranking = first[np.lexsort((owner[first], track_best))][:wanted]
+    if stats is not None:
+        stats.update(knn_passes=1, k=k, candidate_tracks=int(len(candidates)))
+    dim = float(seg_index.dim)
+    return [
+        Match(rank=r + 1, track=str(seg_index.tracks[owner[j]]), distance=float(seg_best[j]) / dim,
+              query_start=float(query_starts[best_q[j]]), candidate_start=float(seg_index.segment_start[rows[j]]))
+        for r, j in enumerate(ranking)
+    ]
+
+
+def _segments_of(segment_track: np.ndarray, tracks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Rows of every segment of ``tracks`` and the track of each (segments of a track are contiguous)."""
+    lo = np.searchsorted(segment_track, tracks, side="left")
+    hi = np.searchsorted(segment_track, tracks, side="right")
+    counts = hi - lo
+    owner = np.repeat(tracks, counts)
+    starts = np.repeat(lo - np.concatenate([[0], np.cumsum(counts)[:-1]]), counts)
+    return (starts + np.arange(counts.sum())).astype(np.int64), owner
 
 
 def _knn(index, query: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,6 +18,28 @@ from clews_pipe.features.store.backends import backend_module
 
 
 _FEATURE_CODES = tuple(store_index.STATUSES.index(s) for s in store_index.WITH_FEATURES)
+
+DEFAULT_MAX_OPEN_MAPS = 128
+"""Open part memory maps kept per reader (each holds one file descriptor): well under the
+``ulimit -n 1024`` many clusters set, even with several DataLoader workers per process."""
+MAX_OPEN_MAPS_ENV = "CLEWS_PIPE_MAX_OPEN_MAPS"
+
+
+def resolve_max_open_maps(value: int | None = None) -> int:
+    """``value``, else ``$CLEWS_PIPE_MAX_OPEN_MAPS``, else DEFAULT_MAX_OPEN_MAPS; must be >= 1."""
+    source = "max_open_maps"
+    if value is None:
+        raw = os.environ.get(MAX_OPEN_MAPS_ENV)
+        if raw is None:
+            return DEFAULT_MAX_OPEN_MAPS
+        source, value = f"${MAX_OPEN_MAPS_ENV}", raw
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        raise ClewsError(f"{source}: expected a positive integer, got {value!r}") from None
+    if number < 1:
+        raise ClewsError(f"{source}: expected a positive integer, got {value!r}")
+    return number
 
 
 @dataclass(frozen=True)
@@ -83,11 +107,14 @@ def load_index(root: Path, damaged: dict[str, str] | None = None) -> tuple[pd.Da
     return store_index.merge_latest(pieces), parts
 
 
-def open_store(path, tolerate_damaged: bool = False) -> "FeatureStore":
+def open_store(path, tolerate_damaged: bool = False, max_open_maps: int | None = None) -> "FeatureStore":
     """Open the store at ``path`` read-only; ClewsError naming ``path`` if it is not a store.
     ``tolerate_damaged``: parts whose manifest or index fragment is unreadable are left out and
-    listed in ``damaged_parts`` (``store verify``) instead of failing the open."""
-    return FeatureStore(path, tolerate_damaged=tolerate_damaged)
+    listed in ``damaged_parts`` (``store verify``) instead of failing the open.
+
+    ``max_open_maps``: how many part memory maps (one file descriptor each) stay open at once,
+    least recently used closed first (None: ``$CLEWS_PIPE_MAX_OPEN_MAPS`` or 128)."""
+    return FeatureStore(path, tolerate_damaged=tolerate_damaged, max_open_maps=max_open_maps)
 
 
 class FeatureStore:
@@ -95,10 +122,13 @@ class FeatureStore:
 
     ``index``: DataFrame indexed by track_id with the other INDEX_COLUMNS. ``read`` serves a
     frame window of one track as a read-only view into the part's memory map. Picklable:
-    memory maps are dropped when pickled and reopened lazily.
+    memory maps are dropped when pickled and reopened lazily. At most ``max_open_maps`` part
+    maps are open at a time (least recently used dropped first), so a reader sampling across
+    thousands of parts holds a bounded number of file descriptors.
     """
 
-    def __init__(self, path, tolerate_damaged: bool = False):
+    def __init__(self, path, tolerate_damaged: bool = False, max_open_maps: int | None = None):
+        self.max_open_maps = resolve_max_open_maps(max_open_maps)
         self.root = Path(path)
         self.meta = layout.read_store_meta(self.root)
         self.damaged_parts: dict[str, str] = {}
@@ -162,17 +192,19 @@ class FeatureStore:
 
     # -- pickling / lifetime -----------------------------------------------------------------
     def _reset_caches(self) -> None:
-        self._maps: dict[str, np.ndarray | None] = {}
+        self._maps: OrderedDict[str, np.ndarray | None] = OrderedDict()
         self._manifests: dict[str, dict] = {}
 
     def __getstate__(self) -> dict:
         """Only what ``read`` needs travels (≈20 bytes a track): the full index does not; an
         unpickled copy reloads it lazily. Memory maps are reopened lazily too."""
-        return {"root": self.root, "meta": self.meta, "part_seqs": self.part_seqs, "lookup": self.lookup()}
+        return {"root": self.root, "meta": self.meta, "part_seqs": self.part_seqs, "lookup": self.lookup(),
+                "max_open_maps": self.max_open_maps}
 
     def __setstate__(self, state: dict) -> None:
         self.root, self.meta, self.part_seqs = state["root"], state["meta"], state["part_seqs"]
         self.damaged_parts = {}
+        self.max_open_maps = state.get("max_open_maps", DEFAULT_MAX_OPEN_MAPS)
         self._lookup = state["lookup"]
         self._index = None
         self._reset_caches()
@@ -207,9 +239,15 @@ class FeatureStore:
 
     def part_frames(self, part: str):
         """The whole part as a read-only memory map (or None when it must be read through the
-        backend library because its bytes are not raw, or when it has no frames)."""
+        backend library because its bytes are not raw, or when it has no frames).
+
+        Maps are cached least-recently-used first out: opening one beyond ``max_open_maps``
+        drops the oldest (its descriptor closes once no view returned by ``read`` is alive)."""
         if part in self._maps:
+            self._maps.move_to_end(part)
             return self._maps[part]
+        while len(self._maps) >= self.max_open_maps:
+            self._maps.popitem(last=False)
         manifest = self.manifest(part)
         mapped = None
         if manifest.get("raw") and manifest["n_frames"] > 0:
@@ -222,6 +260,10 @@ class FeatureStore:
                 raise ClewsError(f"{data_path}: cannot memory-map part {part} ({exc})") from None
         self._maps[part] = mapped
         return mapped
+
+    def open_maps(self) -> int:
+        """How many part memory maps this reader holds now (≤ ``max_open_maps``)."""
+        return sum(1 for m in self._maps.values() if m is not None)
 
     def read(self, track_id, start: int = 0, stop: int | None = None) -> np.ndarray:
         """Frames ``[start:stop]`` (Python slice semantics) of a track: (n, n_bins) float16.
