@@ -210,3 +210,36 @@ def test_bad_index_kind_and_params(tmp_path, capsys):
     assert main(["index", "build", str(tmp_path / "e.npz"), "--out", str(tmp_path / "i"), "--kind", "ivf-pq",
                  "--pq-m", "5"]) == 2
     assert "pq_m=5 must divide" in capsys.readouterr().err
+
+
+def test_matches_named_by_the_store_with_four_significant_digits(tmp_path, capsys, extracted_demo_store, demo_corpus):
+    """--store adds each match's clique, title and artist (read here from the corpus' own split and
+    .meta files, not from the store); the table prints distances with 4 significant digits."""
+    from clews_pipe.features.store import open_store
+
+    track_ids = sorted(open_store(extracted_demo_store).tracks().index.astype(str))
+    rng = np.random.default_rng(3)
+    z = rng.normal(size=(len(track_ids), 2, 8)).astype(np.float32)
+    emb = Embeddings(z=z, mask=np.zeros((len(track_ids), 2), dtype=bool), clique=np.arange(len(track_ids)),
+                     track=np.asarray(track_ids))
+    save_embeddings(tmp_path / "e.npz", emb)
+    index = tmp_path / "i.faiss"
+    assert main(["index", "build", str(tmp_path / "e.npz"), "--out", str(index)]) == 0
+    query = tmp_path / "q.npz"
+    save_file_embedding(query, FileEmbedding(source=Path("q.wav"), z=z[4] + 0.01, starts=np.array([0.0, 5.0]),
+                                             duration=25.0, shingle_len=20.0, shingle_hop=5.0))
+    capsys.readouterr()
+    assert main(["search", str(index), str(query), "--top", "3", "--json", "--store", str(extracted_demo_store)]) == 0
+    best = json.loads(capsys.readouterr().out)["matches"][0]
+    assert best["track"] == track_ids[4]
+    truth = {}  # youtube_id -> clique from the split files, title/artist from the .meta beside the audio
+    for split_file in demo_corpus.meta.glob("DiscogsVI-YT-20240701-light.json.*"):
+        for clique, versions in json.loads(split_file.read_text()).items():
+            for version in versions:
+                truth[version["youtube_id"]] = clique
+    meta = json.loads(next(demo_corpus.audio.rglob(f"{track_ids[4]}.meta")).read_text())
+    assert (best["clique"], best["title"], best["artist"]) == (truth[track_ids[4]], meta["title"], meta["artist"])
+    assert main(["search", str(index), str(query), "--top", "3", "--store", str(extracted_demo_store)]) == 0
+    table = capsys.readouterr().out
+    assert meta["title"][:10] in table and truth[track_ids[4]] in table
+    assert f"{best['distance']:.4g}" in table

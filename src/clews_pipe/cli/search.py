@@ -52,6 +52,7 @@ def search(
     trust_checkpoint: bool = typer.Option(False, "--trust-checkpoint", help="allow arbitrary pickled objects in the checkpoint"),
     nprobe: Optional[int] = typer.Option(None, "--nprobe", help="IVF indexes: cells searched (default: the index's)"),
     ef_search: Optional[int] = typer.Option(None, "--ef-search", help="HNSW indexes: search breadth (default: the index's)"),
+    store: Optional[Path] = typer.Option(None, "--store", help="feature store whose index names each match's clique, title and artist"),
 ) -> None:
     """Best-matching tracks by R_min (closest pair of query and candidate segments), with the pair's times.
     Approximate indexes propose candidate tracks; they are re-ranked by their exact R_min."""
@@ -71,24 +72,45 @@ def search(
         model, _ = load_model(checkpoint, trust=trust_checkpoint, device=device)
         q = embed_audio_file(model, query, shingle_len=length, shingle_hop=hop, device=device)
     matches = search_tracks(seg_index, q.z, q.starts, top=top, exclude=exclude)
+    info = _track_info(store) if store is not None else None
+    rows = [dict(m.as_dict(), **(info(m.track) if info else {})) for m in matches]
     if as_json:
         typer.echo(json.dumps({"index": str(index), "kind": seg_index.params.kind, "query": str(query),
-                               "query_segments": int(q.z.shape[0]),
-                               "matches": [m.as_dict() for m in matches]}))
+                               "query_segments": int(q.z.shape[0]), "matches": rows}))
         return
-    _print_table(matches, query)
+    _print_table(rows, query)
 
 
-def _print_table(matches, query: Path) -> None:
+def _track_info(store_path: Path):
+    """``track -> {clique, title, artist}`` from the store's index (empty strings when unknown)."""
+    from clews_pipe.features.store import open_store
+
+    index = open_store(store_path).index
+
+    def info(track: str) -> dict:
+        if track not in index.index:
+            return {"clique": "", "title": "", "artist": ""}
+        row = index.loc[track]
+        return {key: str(row.get(key, "") or "") for key in ("clique", "title", "artist")}
+
+    return info
+
+
+def _print_table(rows: list[dict], query: Path) -> None:
     from rich.console import Console
     from rich.table import Table
 
+    described = any("clique" in r for r in rows)
+    names = ["rank", "track"] + (["clique", "title", "artist"] if described else []) + \
+        ["distance", "query time", "candidate time"]
     table = Table(title=f"R_min matches for {query}")
-    for name in ("rank", "track", "distance", "query time", "candidate time"):
-        table.add_column(name, justify="left" if name == "track" else "right")
-    for m in matches:
-        table.add_row(str(m.rank), m.track, f"{m.distance:.6f}", _clock(m.query_start), _clock(m.candidate_start))
-    Console(width=120).print(table)
+    for name in names:
+        table.add_column(name, justify="left" if name in ("track", "clique", "title", "artist") else "right")
+    for r in rows:
+        info = [r["clique"], r["title"], r["artist"]] if described else []
+        table.add_row(str(r["rank"]), r["track"], *info, f"{r['distance']:.4g}",
+                      _clock(r["query_start"]), _clock(r["candidate_start"]))
+    Console(width=160).print(table)
 
 
 def _clock(seconds: float) -> str:
