@@ -481,7 +481,7 @@ def start_banner(conf: DictConfig, train_loader, val_loader, model, fabric, out:
     train_set, val_set = train_loader.dataset, val_loader.dataset
     n_params = sum(p.numel() for p in model.parameters())
     lines = [
-        f"clews-pipe train -> {out}" + (f" (resuming at epoch {start_epoch + 1})" if start_epoch else ""),
+        f"clews-pipe train -> {out}" + (f" (from epoch {start_epoch + 1})" if start_epoch else ""),
         f"  train: {len(train_set.track_ids)} tracks in {len(train_set.clique_names)} cliques "
         f"(split {conf.data.train_split}), {len(train_loader)} steps per epoch of {int(conf.training.batch_size)} anchors per device",
         f"  val:   {len(val_set.track_ids)} tracks in {len(val_set.clique_names)} cliques (split {conf.data.val_split}), "
