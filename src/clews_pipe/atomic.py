@@ -112,3 +112,19 @@ def write_json_atomic(path: str | Path, obj: Any, indent: int | None = 2, sort_k
     """Strict JSON (non-finite numbers become ``null``, never a bare ``NaN``) written atomically."""
     text = json.dumps(strict_json(obj), indent=indent, sort_keys=sort_keys, allow_nan=False)
     write_text_atomic(path, text + "\n")
+
+
+def read_json_object(path: str | Path, what: str) -> dict:
+    """A JSON object file (``what`` names it in the one-line ClewsError when it is missing,
+    unreadable or not an object)."""
+    path = Path(path)
+    try:
+        with open(path) as handle:
+            obj = json.load(handle)
+    except FileNotFoundError:
+        raise ClewsError(f"{path}: {what} not found") from None
+    except (OSError, ValueError) as exc:
+        raise ClewsError(f"{path}: unreadable {what} ({exc})") from None
+    if not isinstance(obj, dict):
+        raise ClewsError(f"{path}: {what} is not a JSON object")
+    return obj

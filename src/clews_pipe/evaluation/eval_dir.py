@@ -4,24 +4,18 @@
 from __future__ import annotations
 
 import csv
-import json
 from pathlib import Path
 
+from clews_pipe.atomic import read_json_object
 from clews_pipe.errors import ClewsError
 
 
 def read_metrics(eval_dir: str | Path) -> dict:
     """``EVAL_DIR/metrics.json``; one ClewsError line when it is missing, unreadable or not an object."""
     path = Path(eval_dir) / "metrics.json"
-    try:
-        metrics = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise ClewsError(f"{path}: not found (is {eval_dir} an evaluation output folder?)") from None
-    except (OSError, ValueError) as exc:
-        raise ClewsError(f"{path}: not readable JSON ({exc})") from None
-    if not isinstance(metrics, dict):
-        raise ClewsError(f"{path}: not an evaluation's metrics")
-    return metrics
+    if not path.exists():
+        raise ClewsError(f"{path}: not found (is {eval_dir} an evaluation output folder?)")
+    return read_json_object(path, "evaluation metrics")
 
 
 def read_per_query(eval_dir: str | Path) -> list[dict]:

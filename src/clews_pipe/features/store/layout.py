@@ -17,13 +17,13 @@
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import uuid
 from pathlib import Path
 
 from clews_pipe.atomic import TEMP_MARK, fsync_dir
+from clews_pipe.atomic import read_json_object as read_json
 from clews_pipe.errors import ClewsError
 
 FORMAT_NAME = "clews-pipe-feature-store"
@@ -77,19 +77,6 @@ def damaged_part_names(parts_dir: Path) -> list[str]:
         return sorted(n for n in os.listdir(parts_dir) if n.startswith(DAMAGED_PREFIX))
     except FileNotFoundError:
         return []
-
-
-def read_json(path: Path, what: str) -> dict:
-    try:
-        with open(path) as fh:
-            obj = json.load(fh)
-    except FileNotFoundError:
-        raise ClewsError(f"{path}: {what} not found") from None
-    except (OSError, ValueError) as exc:
-        raise ClewsError(f"{path}: unreadable {what} ({exc})") from None
-    if not isinstance(obj, dict):
-        raise ClewsError(f"{path}: {what} is not a JSON object")
-    return obj
 
 
 #: manifest keys and the types every reader relies on
