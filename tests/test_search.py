@@ -243,3 +243,21 @@ def test_matches_named_by_the_store_with_four_significant_digits(tmp_path, capsy
     table = capsys.readouterr().out
     assert meta["title"][:10] in table and truth[track_ids[4]] in table
     assert f"{best['distance']:.4g}" in table
+
+
+def test_index_build_skips_and_reports_empty_embed_outputs(tmp_path, capsys):
+    """An empty (0, D) output, as older versions of embed wrote for an undecodable file, is reported
+    and skipped; the other files are indexed."""
+    folder = tmp_path / "emb"
+    folder.mkdir()
+    rng = np.random.default_rng(5)
+    for name, n in (("a.wav", 3), ("b.mp3", 2)):
+        save_file_embedding(folder / f"{name}.npz", FileEmbedding(source=Path(name), z=rng.normal(size=(n, 8)).astype(np.float32),
+                                                                 starts=np.arange(n) * 5.0, duration=20.0, shingle_len=20.0, shingle_hop=5.0))
+    np.savez(folder / "broken.mp3.npz", z=np.zeros((0, 8), np.float32), starts=np.zeros(0))
+    index = tmp_path / "i.faiss"
+    assert main(["index", "build", str(folder), "--out", str(index)]) == 0
+    captured = capsys.readouterr()
+    assert f"skipped {folder / 'broken.mp3.npz'}: no segments" in captured.err
+    assert "5 segments of 2 tracks" in captured.out
+    assert sorted(load_segment_index(index).tracks.tolist()) == ["a.wav", "b.mp3"]

@@ -33,6 +33,7 @@ approximate k nearest (``benchmarks/segment_search.py`` measures that recall aga
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
@@ -116,13 +117,32 @@ def segments_from_source(source: str | Path, hop: float = 5.0) -> tuple[np.ndarr
     return vectors, emb.track.astype(str), track_row.astype(np.int64), seg_col.astype(np.float64) * hop
 
 
+def _segment_count(path: Path) -> int | None:
+    """Rows of ``z`` in a ``clews-pipe embed`` output (None when that cannot be read here: the full
+    reader then reports the problem)."""
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return int(data["z"].shape[0]) if "z" in data.files else None
+    except Exception:
+        return None
+
+
 def _segments_from_folder(folder: Path):
     from clews_pipe.evaluation.audio_embed import load_file_embedding
 
     files = sorted(p for p in folder.rglob("*.npz") if p.is_file() and not p.name.startswith("."))
     if not files:
         raise ClewsError(f"{folder}: no embeddings files (.npz) in this folder")
-    embs = [load_file_embedding(f) for f in files]
+    embs, kept = [], []
+    for f in files:
+        if _segment_count(f) == 0:  # an empty output (older clews-pipe embed wrote these): reported, not fatal
+            print(f"skipped {f}: no segments", file=sys.stderr)
+            continue
+        embs.append(load_file_embedding(f))
+        kept.append(f)
+    files = kept
+    if not files:
+        raise ClewsError(f"{folder}: every embeddings file is empty (no segments)")
     dims = {e.z.shape[1] for e in embs}
     if len(dims) != 1:
         first = next(f for f, e in zip(files, embs) if e.z.shape[1] != embs[0].z.shape[1])
