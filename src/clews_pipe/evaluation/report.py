@@ -120,7 +120,7 @@ def _provenance_table(metrics: dict) -> str:
     provenance = metrics.get("provenance") or {}
     if not provenance:
         return "<p>(no provenance recorded)</p>"
-    cells = "".join(f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(str(v))}</td></tr>"
+    cells = "".join(f"<tr><th>{html.escape(str(k))}</th><td>{'–' if v is None else html.escape(str(v))}</td></tr>"
                     for k, v in provenance.items())
     return f"<table id='provenance'>{cells}</table>"
 
