@@ -1,0 +1,1 @@
+"""Dataset catalogs and demo corpora."""

@@ -1,0 +1,214 @@
+"""``demo-corpus --kind compositions``: versions of real public-domain compositions, rendered.
+
+Each clique is one work of music21's corpus (:mod:`clews_pipe.datasets.works`: Bach chorale
+melody families, folk tunes); each version re-arranges and re-performs it
+(:mod:`clews_pipe.datasets.arrange`), is rendered through a General MIDI soundfont by FluidSynth
+or the numpy fallback (:mod:`clews_pipe.datasets.render`) and "recorded"
+(:mod:`clews_pipe.datasets.recording`: room, EQ, noise, level, codec mp3 / ogg / flac).
+
+Same layout as the synthetic kind (:mod:`clews_pipe.pipeline.demo_corpus`, whose id, split and
+file writers it reuses): ``audio/<id[:2]>/<id>.<ext>`` + ``<id>.meta`` (artist, title, composer,
+collection, work, score and every choice of the version) and the Discogs-VI light split files.
+Every random choice comes from a generator seeded by ``(seed, clique, version)``, so the corpus
+is the same for a seed whatever the number of worker processes. A version that cannot be
+rendered is left out and counted (``failed``); it never stops the others.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from clews_pipe.datasets.arrange import arrange_version, work_tempo
+from clews_pipe.datasets.recording import draw_recording, record
+from clews_pipe.datasets.render import Renderer, choose_renderer, render, render_numpy
+from clews_pipe.datasets.scores import parse_piece
+from clews_pipe.datasets.works import Work, WorkChoice, choose_works
+from clews_pipe.errors import ClewsError, first_line
+from clews_pipe.pipeline.demo_corpus import (
+    SPLIT_FILE_PREFIX, _SOUNDFILE_FORMATS, _split_counts, _write_mp3, _youtube_ids,
+)
+
+
+@dataclass(frozen=True)
+class CliqueJob:
+    """What one worker renders: every version of one clique."""
+
+    seed: int
+    clique_index: int
+    choice: WorkChoice
+    youtube_ids: tuple[str, ...]
+    duration_min: float
+    duration_max: float
+    sr: int
+    audio_root: str
+    renderer: Renderer
+
+
+def _pieces(job: CliqueJob):
+    """(work, its parsed members): the clique's own work, else its first spare that parses."""
+    for work in (job.choice.work,) + job.choice.spares:
+        members = []
+        for source, title in zip(work.sources, work.source_titles):
+            try:
+                members.append(parse_piece(source, title=title or None))
+            except ClewsError:
+                continue
+        if members:
+            return work, tuple(members)
+    raise ClewsError(f"clique {job.clique_index}: no score of {job.choice.work.sources[0]} or its spares parses")
+
+
+def _write_audio(path: Path, wave: np.ndarray, sr: int, ext: str) -> None:
+    import soundfile as sf
+
+    tmp = path.with_name(f".{path.name}.tmp")
+    if ext == "mp3":
+        _write_mp3(tmp, wave, sr)
+    else:
+        fmt, subtype = _SOUNDFILE_FORMATS[ext]
+        sf.write(tmp, wave, sr, format=fmt, subtype=subtype)
+    os.replace(tmp, path)
+
+
+def _render_one(job: CliqueJob, work: Work, members, version: int, work_bpm: float) -> dict:
+    rng = np.random.default_rng([job.seed, 12, job.clique_index, version])
+    performance = arrange_version(members, work.kind, version, work_bpm, rng, job.duration_min, job.duration_max)
+    settings = draw_recording(rng)
+    renderer = job.renderer.kind
+    try:
+        wave = render(performance, job.sr, job.renderer, settings.synth_reverb)
+    except ClewsError:
+        wave, renderer = render_numpy(performance, job.sr), "numpy (fluidsynth failed)"
+    wave = record(wave, job.sr, settings, rng)
+    ytid = job.youtube_ids[version]
+    folder = Path(job.audio_root) / ytid[:2]
+    folder.mkdir(parents=True, exist_ok=True)
+    _write_audio(folder / f"{ytid}.{settings.codec}", wave, job.sr, settings.codec)
+    piece = members[version % len(members)]
+    title = piece.title if work.kind == "chorale" else (piece.title or work.title)
+    meta = {"artist": work.composer, "title": title, "composer": work.composer, "collection": work.collection,
+            "work": work.title or piece.title, "renderer": renderer, "version": performance.params,
+            "recording": settings.as_dict()}
+    (folder / f"{ytid}.meta").write_text(json.dumps(meta, ensure_ascii=False))
+    return {"youtube_id": ytid, "title": title, "seconds": len(wave) / job.sr, "ext": settings.codec,
+            "renderer": renderer}
+
+
+def render_clique(job: CliqueJob) -> dict:
+    """Every version of one clique; a version that fails is reported, not raised."""
+    try:
+        work, members = _pieces(job)
+    except ClewsError as exc:
+        return {"clique_index": job.clique_index, "work": None, "tracks": [], "failed": [str(exc)]}
+    work_bpm = work_tempo(members[0], work.kind, np.random.default_rng([job.seed, 11, job.clique_index]))
+    tracks, failed = [], []
+    for version in range(len(job.youtube_ids)):
+        try:
+            tracks.append(_render_one(job, work, members, version, work_bpm))
+        except Exception as exc:  # one bad version never stops the corpus
+            failed.append(f"{job.youtube_ids[version]}: {first_line(exc)}")
+    name = work.title or members[0].title
+    return {"clique_index": job.clique_index, "work": name, "kind": work.kind, "tracks": tracks, "failed": failed}
+
+
+def _check(cliques: int, seed: int, versions_min: int, versions_max: int, duration_min: float, duration_max: float) -> None:
+    if cliques < 1:
+        raise ClewsError(f"cliques must be >= 1, got {cliques}")
+    if not 2 <= versions_min <= versions_max:
+        raise ClewsError(f"need 2 <= versions_min <= versions_max, got {versions_min}, {versions_max}")
+    if not 5 <= duration_min <= duration_max:
+        raise ClewsError(f"need 5 <= duration_min <= duration_max, got {duration_min}, {duration_max}")
+    if seed < 0:
+        raise ClewsError(f"seed must be >= 0, got {seed}")
+
+
+def _plan(out: Path, cliques: int, seed: int, versions_min: int, versions_max: int, split_fractions):
+    """(clique ids, version ids per clique, youtube ids per clique, split per clique) for the seed."""
+    rng = np.random.default_rng([seed, 0])
+    n_versions = rng.integers(versions_min, versions_max + 1, size=cliques)
+    n_tracks = int(n_versions.sum())
+    clique_ids = [f"C-{x:07d}" for x in rng.choice(10_000_000, size=cliques, replace=False)]
+    version_ids = [f"V-{x:07d}" for x in rng.choice(10_000_000, size=n_tracks, replace=False)]
+    youtube_ids = _youtube_ids(rng, n_tracks)
+    bounds = np.concatenate([[0], np.cumsum(n_versions)])
+    counts = _split_counts(cliques, split_fractions)
+    order = rng.permutation(cliques)
+    split = np.empty(cliques, dtype=object)
+    split[order[: counts[0]]] = "train"
+    split[order[counts[0]: counts[0] + counts[1]]] = "val"
+    split[order[counts[0] + counts[1]:]] = "test"
+    per_clique = [(clique_ids[c], version_ids[bounds[c]:bounds[c + 1]], youtube_ids[bounds[c]:bounds[c + 1]], split[c])
+                  for c in range(cliques)]
+    return per_clique
+
+
+def generate_compositions_corpus(
+    out, cliques: int, seed: int = 0, versions_min: int = 2, versions_max: int = 6,
+    duration_min: float = 30.0, duration_max: float = 60.0, samplerate: int = 16000,
+    split_fractions=(0.6, 0.1, 0.3), workers: int = 1, renderer: str = "auto", progress: bool = False,
+    log=print,
+) -> dict:
+    """Write a compositions corpus under ``out``; return a summary dict (see the module doc)."""
+    _check(cliques, seed, versions_min, versions_max, duration_min, duration_max)
+    chosen_renderer, notice = choose_renderer(renderer)
+    if notice:
+        log(notice)
+    out = Path(out)
+    audio_root = out / "audio"
+    try:
+        audio_root.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ClewsError(f"{out}: cannot create corpus folder ({exc.strerror})") from None
+    started = time.perf_counter()
+    plan = _plan(out, cliques, seed, versions_min, versions_max, split_fractions)
+    jobs = [CliqueJob(seed, c, choice, tuple(plan[c][2]), duration_min, duration_max, int(samplerate),
+                      str(audio_root), chosen_renderer) for c, choice in enumerate(choose_works(cliques, seed))]
+    results = _run(jobs, workers, progress)
+    splits: dict[str, dict[str, list]] = {"train": {}, "val": {}, "test": {}}
+    failed, formats, seconds = [], {}, 0.0
+    for result in sorted(results, key=lambda r: r["clique_index"]):
+        clique_id, version_ids, ytids, split = plan[result["clique_index"]]
+        failed += result["failed"]
+        entries = []
+        for track in result["tracks"]:
+            version_id = version_ids[ytids.index(track["youtube_id"])]
+            entries.append({"version_id": version_id, "track_title": track["title"], "youtube_id": track["youtube_id"]})
+            formats[track["ext"]] = formats.get(track["ext"], 0) + 1
+            seconds += track["seconds"]
+        if entries:
+            splits[split][clique_id] = entries
+    for split, content in splits.items():
+        (out / f"{SPLIT_FILE_PREFIX}.{split}").write_text(json.dumps(content, indent=1, ensure_ascii=False))
+    elapsed = time.perf_counter() - started
+    return {
+        "root": str(out), "audio": str(audio_root), "meta": str(out), "kind": "compositions", "seed": int(seed),
+        "samplerate": int(samplerate), "renderer": chosen_renderer.kind, "cliques": cliques,
+        "tracks": sum(formats.values()), "failed": failed, "audio_seconds": round(seconds, 3), "formats": formats,
+        "splits": {s: {"cliques": len(c), "tracks": sum(len(v) for v in c.values())} for s, c in splits.items()},
+        "elapsed_s": round(elapsed, 3), "realtime_factor": round(seconds / max(elapsed, 1e-9), 1),
+    }
+
+
+def _run(jobs: list[CliqueJob], workers: int, progress: bool) -> list[dict]:
+    from clews_pipe.progress import progress_bar
+
+    pool = ProcessPoolExecutor(max_workers=workers) if workers > 1 else None
+    results = []
+    try:
+        stream = pool.map(render_clique, jobs) if pool else map(render_clique, jobs)
+        with progress_bar(total=len(jobs), desc="render compositions", unit="clique", disable=not progress,
+                          leave=False) as bar:
+            for result in stream:
+                results.append(result)
+                bar.update(1)
+    finally:
+        if pool is not None:
+            pool.shutdown()
+    return results
