@@ -1,0 +1,129 @@
+"""``demo-corpus --kind compositions``: real scores, both renderers, the layout the catalogs read,
+determinism, and the musical facts checked independently (music21's own parse, mido's reading of
+the MIDI file, an FFT of the rendered audio)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from clews_pipe.datasets.arrange import Part, Performance
+from clews_pipe.datasets.compositions import generate_compositions_corpus
+from clews_pipe.datasets.harmony import estimate_key
+from clews_pipe.datasets.render import choose_renderer, render_numpy, write_midi
+from clews_pipe.datasets.scores import Voice
+from clews_pipe.datasets.works import chorale_works, choose_works
+
+HAVE_FLUIDSYNTH = choose_renderer("auto")[0].kind == "fluidsynth"
+
+
+def _corpus(path, renderer, seed=3):
+    return generate_compositions_corpus(path, cliques=3, seed=seed, versions_min=2, versions_max=3,
+                                        duration_min=6.0, duration_max=8.0, workers=1, renderer=renderer)
+
+
+@pytest.mark.parametrize("renderer", ["numpy", pytest.param("fluidsynth", marks=pytest.mark.skipif(
+    not HAVE_FLUIDSYNTH, reason="fluidsynth + a GM soundfont not installed (make installs them as root)"))])
+def test_compositions_corpus_layout_and_catalog(tmp_path, renderer):
+    from clews_pipe.pipeline.catalogs import load_catalog
+
+    summary = _corpus(tmp_path / "c", renderer)
+    assert summary["renderer"] == renderer and not summary["failed"]
+    catalog = load_catalog("discogs-vi", tmp_path / "c", tmp_path / "c" / "audio")
+    assert len(catalog) == summary["tracks"] >= 6
+    assert set(catalog["clique"].value_counts()) <= {2, 3}
+    metas = [json.loads(p.read_text()) for p in (tmp_path / "c" / "audio").rglob("*.meta")]
+    assert {m["renderer"] for m in metas} == {renderer}
+    assert all(m["title"] and m["composer"] and m["collection"] and m["work"] for m in metas)
+    assert {p.suffix for p in (tmp_path / "c" / "audio").rglob("*") if p.suffix != ".meta" and p.is_file()} <= {".mp3", ".ogg", ".flac"}
+    import soundfile as sf
+
+    for path in (tmp_path / "c" / "audio").rglob("*.flac"):
+        audio, sr = sf.read(path)
+        assert sr == 16000 and 6.0 <= len(audio) / sr <= 8.0 and np.abs(audio).max() > 0.1
+
+
+def test_same_seed_same_corpus_and_versions_differ(tmp_path):
+    _corpus(tmp_path / "a", "numpy")
+    _corpus(tmp_path / "b", "numpy")
+    meta = {p.name: p.read_text() for p in (tmp_path / "a" / "audio").rglob("*.meta")}
+    assert meta == {p.name: p.read_text() for p in (tmp_path / "b" / "audio").rglob("*.meta")}
+    for split in ("train", "val", "test"):
+        name = f"DiscogsVI-YT-20240701-light.json.{split}"
+        assert (tmp_path / "a" / name).read_text() == (tmp_path / "b" / name).read_text()
+    versions = [json.loads(m) for m in meta.values()]
+    by_work = {}
+    for v in versions:
+        by_work.setdefault(v["work"], []).append(v["version"])
+    for work_versions in by_work.values():  # versions of one work are not copies of each other
+        keys = {(v["key_shift"], v["bpm"], tuple(v["programs"])) for v in work_versions}
+        assert len(keys) == len(work_versions)
+
+
+def test_chorale_family_members_share_their_melody():
+    """Checked with music21 directly: every member of a family has the same soprano intervals."""
+    from music21 import corpus
+
+    family = next(w for w in chorale_works() if len(w.sources) >= 3)
+    lines = []
+    for source in family.sources[:3]:
+        soprano = corpus.parse(source).parts[0].stripTies()
+        midi = [n.pitch.midi for n in soprano.recurse().notes]
+        merged = [m for k, m in enumerate(midi) if k == 0 or m != midi[k - 1]]
+        lines.append([b - a for a, b in zip(merged, merged[1:12])])
+    assert lines[0] == lines[1] == lines[2]
+    assert len({w.work.sources for w in choose_works(20, 0)}) == 20  # one work per clique
+
+
+def test_midi_file_holds_the_performance():
+    import mido
+
+    part = Part(program=40, onset=np.array([0.0, 0.5, 0.5]), duration=np.array([0.5, 0.25, 1.0]),
+                pitch=np.array([60, 64, 67]), velocity=np.array([90, 70, 80]))
+    perf = Performance(parts=(part,), seconds=2.0)
+    import tempfile
+    from pathlib import Path
+
+    with tempfile.TemporaryDirectory() as tmp:
+        write_midi(perf, Path(tmp) / "x.mid")
+        midi = mido.MidiFile(Path(tmp) / "x.mid")
+    now, notes, programs = 0.0, [], []
+    for message in midi:  # mido yields messages with delta times in seconds
+        now += message.time
+        if message.type == "program_change":
+            programs.append(message.program)
+        if message.type == "note_on" and message.velocity > 0:
+            notes.append((round(now, 3), message.note, message.velocity))
+    assert programs == [40]
+    assert notes == [(0.0, 60, 90), (0.5, 64, 70), (0.5, 67, 80)]
+
+
+@pytest.mark.parametrize("renderer", ["numpy", pytest.param("fluidsynth", marks=pytest.mark.skipif(
+    not HAVE_FLUIDSYNTH, reason="fluidsynth not installed"))])
+def test_rendered_note_has_its_pitch(renderer):
+    from clews_pipe.datasets.render import render
+
+    part = Part(program=73, onset=np.array([0.1]), duration=np.array([1.5]), pitch=np.array([69]), velocity=np.array([100]))
+    wave = render(Performance(parts=(part,), seconds=2.0), 16000, choose_renderer(renderer)[0], reverb=False)
+    spectrum = np.abs(np.fft.rfft(wave[1600:24000] * np.hanning(22400)))
+    assert abs(np.argmax(spectrum) * 16000 / 22400 - 440.0) < 4.0  # the fundamental: A4 (flute)
+
+
+def test_key_estimate_of_a_scale():
+    g_major = np.array([67, 69, 71, 72, 74, 76, 78, 79, 74, 71, 67])
+    voice = Voice(np.arange(len(g_major), dtype=float), np.ones(len(g_major)), g_major)
+    key = estimate_key(voice)
+    assert (key.tonic, key.minor) == (7, False)
+
+
+def test_fluidsynth_missing_falls_back_with_a_notice(monkeypatch):
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    renderer, notice = choose_renderer("auto")
+    assert renderer.kind == "numpy" and notice.startswith("notice: ") and "\n" not in notice
+    from clews_pipe.errors import ClewsError
+
+    with pytest.raises(ClewsError):
+        choose_renderer("fluidsynth")
