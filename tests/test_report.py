@@ -16,7 +16,7 @@ import threading
 import pytest
 
 from clews_pipe.cli.app import main
-from clews_pipe.evaluation.plots import SegmentCurve, plot_segment_curves
+from clews_pipe.reporting.plots import SegmentCurve, plot_segment_curves
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 needs_browser = pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (make test installs it as root)")

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from clews_pipe.atomic import write_text_atomic
 from clews_pipe.errors import ClewsError
-from clews_pipe.evaluation.eval_dir import read_metrics, read_per_query
+from clews_pipe.reporting.eval_dir import read_metrics, read_per_query
 
 #: The page's own promise that it loads nothing: every fetch (image, script, style, font, frame,
 #: connection, form target) is forbidden by the browser; only the inline style and script and the
