@@ -18,13 +18,13 @@ from pathlib import Path
 
 import numpy as np
 
-from clews_pipe.atomic import write_json_atomic, write_text_atomic
 from clews_pipe.errors import ClewsError
 from clews_pipe.ranks import RankContext
 from clews_pipe.evaluation.distances import TileSettings, compute_distance_matrix, open_distances
 from clews_pipe.embeddings.npz_format import Embeddings, tau_key
 from clews_pipe.reporting.per_query import nearest, neighbour_items, write_per_query_csv
-from clews_pipe.retrieval.metrics import QueryMetrics, markdown_table, query_metrics, self_columns, summarize
+from clews_pipe.retrieval.metrics import QueryMetrics, query_metrics, self_columns, summarize
+from clews_pipe.reporting.eval_dir import clear_evaluation, write_metrics
 from clews_pipe.retrieval.protocol_options import MIN_VERSIONS, Protocol
 from clews_pipe.retrieval.redux import Redux
 
@@ -140,14 +140,12 @@ def _write_report(out_dir: Path, summary: dict, emb: Embeddings | None = None, r
     if report is not None and emb is not None:
         cliques = emb.clique_name if emb.clique_name is not None else emb.clique
         write_per_query_csv(out_dir / "per_query.csv", emb.track, cliques, report.per_query, nar_kind, report.neighbours)
-    write_json_atomic(out_dir / "metrics.json", summary)
-    write_text_atomic(out_dir / "metrics.md", markdown_table([summary]))
+    write_metrics(out_dir, summary)
 
 
 def _clear_report(out_dir: Path) -> None:
     """A rerun never leaves the previous run's report beside a failed one."""
-    for name in ("metrics.json", "metrics.md", "per_query.csv"):
-        (out_dir / name).unlink(missing_ok=True)
+    clear_evaluation(out_dir)
 
 
 def _warn(messages: list[str]) -> None:
@@ -256,8 +254,7 @@ def evaluate_segment_level(
               "warnings": all_warnings}
     if provenance is not None:
         result["provenance"] = provenance
-    write_json_atomic(out_dir / "metrics.json", result)
-    write_text_atomic(out_dir / "metrics.md", markdown_table(rows, first_column="tau"))
+    write_metrics(out_dir, result, rows, first_column="tau")
     from clews_pipe.reporting.plots import plot_segment_level
 
     prov = provenance or {}

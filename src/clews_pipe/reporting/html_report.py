@@ -18,7 +18,8 @@ from pathlib import Path
 
 from clews_pipe.atomic import write_text_atomic
 from clews_pipe.errors import ClewsError
-from clews_pipe.reporting.eval_dir import read_metrics, read_per_query
+from clews_pipe.reporting.eval_dir import read_metrics
+from clews_pipe.reporting.per_query import read_per_query
 
 #: The page's own promise that it loads nothing: every fetch (image, script, style, font, frame,
 #: connection, form target) is forbidden by the browser; only the inline style and script and the
