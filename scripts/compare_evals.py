@@ -11,7 +11,7 @@ import sys
 
 def main(argv=None) -> int:
     from clews_pipe.errors import ClewsError
-    from clews_pipe.evaluation.eval_dir import read_metrics
+    from clews_pipe.reporting.eval_dir import read_metrics
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("eval_dirs", nargs="+")

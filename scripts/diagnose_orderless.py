@@ -31,10 +31,10 @@ def orderless_vector(chroma: np.ndarray, patch: int) -> np.ndarray:
 
 def main(argv=None) -> int:
     from clews_pipe.baseline.chroma import chroma_from_cqt
-    from clews_pipe.evaluation.embed import evaluated_tracks
-    from clews_pipe.evaluation.embeddings import Embeddings, save_embeddings
-    from clews_pipe.features.store import open_store
-    from clews_pipe.retrieval.protocol import Protocol
+    from clews_pipe.embeddings.from_store import evaluated_tracks
+    from clews_pipe.embeddings.npz_format import Embeddings, save_embeddings
+    from clews_pipe.store import open_store
+    from clews_pipe.retrieval.protocol_options import Protocol
 
     parser = argparse.ArgumentParser()
     parser.add_argument("store")

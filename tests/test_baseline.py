@@ -113,7 +113,7 @@ def test_query_distances_equal_the_pairwise_computation():
 
 
 def _tiny_store(path):
-    from clews_pipe.features.store import create_store
+    from clews_pipe.store import create_store
 
     rng = np.random.default_rng(0)
     writer = create_store(path)
@@ -147,7 +147,7 @@ def test_baseline_command_same_results_on_one_and_two_ranks(tmp_path):
     assert one["queries"] == 15 and one["MAP"] > 0.9  # transposed, shifted, noisy copies are found
     rows1, rows2 = (list(csv.DictReader((tmp_path / r / "per_query.csv").open())) for r in ("r1", "r2"))
     assert rows1 == rows2
-    from clews_pipe.evaluation.report import write_report  # the report reads it like a model's evaluation
+    from clews_pipe.reporting.html_report import write_report  # the report reads it like a model's evaluation
 
     write_report(tmp_path / "r1", tmp_path / "r1.html")
     assert "Qmax" in (tmp_path / "r1.html").read_text()

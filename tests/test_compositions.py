@@ -28,7 +28,7 @@ def _corpus(path, renderer, seed=3):
 @pytest.mark.parametrize("renderer", ["numpy", pytest.param("fluidsynth", marks=pytest.mark.skipif(
     not HAVE_FLUIDSYNTH, reason="fluidsynth + a GM soundfont not installed (make installs them as root)"))])
 def test_compositions_corpus_layout_and_catalog(tmp_path, renderer):
-    from clews_pipe.pipeline.catalogs import load_catalog
+    from clews_pipe.datasets.catalogs import load_catalog
 
     summary = _corpus(tmp_path / "c", renderer)
     assert summary["renderer"] == renderer and not summary["failed"]

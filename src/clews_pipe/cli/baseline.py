@@ -30,9 +30,9 @@ def baseline(
     from clews_pipe.baseline.job import BaselineJob
     from clews_pipe.baseline.qmax import QmaxSettings
     from clews_pipe.errors import ClewsError
-    from clews_pipe.evaluation.protocols import run_on_ranks
-    from clews_pipe.retrieval.metrics import markdown_table
-    from clews_pipe.retrieval.protocol import Protocol
+    from clews_pipe.ranks import run_on_ranks
+    from clews_pipe.reporting.eval_dir import markdown_table
+    from clews_pipe.retrieval.protocol_options import Protocol
 
     check_dir_target(out, "--out folder")
     if tile < 1:

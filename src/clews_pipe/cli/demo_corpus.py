@@ -34,7 +34,7 @@ def demo_corpus(
     """Musical versions: synthesised songs, or renditions of real compositions (own key, tempo,
     instrumentation, arrangement, structure, performance and recording)."""
     from clews_pipe.errors import ClewsError
-    from clews_pipe.pipeline.demo_corpus import generate_corpus
+    from clews_pipe.datasets.demo_corpus import generate_corpus
 
     if kind not in KINDS:
         raise ClewsError(f"--kind must be one of {', '.join(KINDS)}, not {kind!r}")

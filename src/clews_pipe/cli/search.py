@@ -29,8 +29,8 @@ def build(
     train_size: Optional[int] = typer.Option(None, "--train-size", help="IVF training vectors (default max(64 nlist, 20000))"),
 ) -> None:
     """Index every unpadded segment with its track and start time."""
-    from clews_pipe.evaluation.ann import check_kind
-    from clews_pipe.evaluation.segment_index import build_segment_index, mapping_path
+    from clews_pipe.search.ann import check_kind
+    from clews_pipe.search.segment_index import build_segment_index, mapping_path
 
     params = dict(nlist=nlist, nprobe=nprobe, pq_m=pq_m, pq_bits=pq_bits, hnsw_m=hnsw_m,
                   ef_construction=ef_construction, ef_search=ef_search, train_size=train_size)
@@ -56,8 +56,8 @@ def search(
 ) -> None:
     """Best-matching tracks by R_min (closest pair of query and candidate segments), with the pair's times.
     Approximate indexes propose candidate tracks; they are re-ranked by their exact R_min."""
-    from clews_pipe.evaluation.audio_embed import embed_audio_file, load_file_embedding
-    from clews_pipe.evaluation.segment_index import load_segment_index, search_tracks
+    from clews_pipe.embeddings.from_audio import embed_audio_file, load_file_embedding
+    from clews_pipe.search.segment_index import load_segment_index, search_tracks
 
     seg_index = load_segment_index(index, {"nprobe": nprobe, "ef_search": ef_search})
     if not query.is_file():
@@ -83,7 +83,7 @@ def search(
 
 def _track_info(store_path: Path):
     """``track -> {clique, title, artist}`` from the store's index (empty strings when unknown)."""
-    from clews_pipe.features.store import open_store
+    from clews_pipe.store import open_store
 
     index = open_store(store_path).index
 

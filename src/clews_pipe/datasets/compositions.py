@@ -6,7 +6,7 @@ melody families, folk tunes); each version re-arranges and re-performs it
 or the numpy fallback (:mod:`clews_pipe.datasets.render`) and "recorded"
 (:mod:`clews_pipe.datasets.recording`: room, EQ, noise, level, codec mp3 / ogg / flac).
 
-Same layout as the synthetic kind (:mod:`clews_pipe.pipeline.demo_corpus`, whose id, split and
+Same layout as the synthetic kind (:mod:`clews_pipe.datasets.demo_corpus`, whose id, split and
 file writers it reuses): ``audio/<id[:2]>/<id>.<ext>`` + ``<id>.meta`` (artist, title, composer,
 collection, work, score and every choice of the version) and the Discogs-VI light split files.
 Every random choice comes from a generator seeded by ``(seed, clique, version)``, so the corpus
@@ -31,7 +31,7 @@ from clews_pipe.datasets.render import Renderer, choose_renderer, render, render
 from clews_pipe.datasets.scores import parse_piece
 from clews_pipe.datasets.works import Work, WorkChoice, choose_works
 from clews_pipe.errors import ClewsError, first_line
-from clews_pipe.pipeline.demo_corpus import (
+from clews_pipe.datasets.demo_corpus import (
     SPLIT_FILE_PREFIX, _SOUNDFILE_FORMATS, _split_counts, _write_mp3, _youtube_ids,
 )
 

@@ -5,42 +5,31 @@ reduction (CLEWS: bpwr-10). Segment level: for each query length tau, the query 
 windows (every 5 s) are compared with every candidate shingle and reduced with R_min (best
 segment pair). Each run writes ``distances.zarr``, ``metrics.json`` (strict JSON, with the
 protocol, warnings and provenance), ``metrics.md`` and ``per_query.csv``. The protocol
-(:mod:`clews_pipe.retrieval.protocol`, default ``clews``) decides which tracks are evaluated and
+(:mod:`clews_pipe.retrieval.protocol_options`, default ``clews``) decides which tracks are evaluated and
 which NAR is reported; ``NAR_strict`` is always there too.
 """
 
 from __future__ import annotations
 
 import math
-import os
 import sys
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
-from clews_pipe.atomic import write_json_atomic, write_text_atomic
 from clews_pipe.errors import ClewsError
+from clews_pipe.ranks import RankContext
 from clews_pipe.evaluation.distances import TileSettings, compute_distance_matrix, open_distances
-from clews_pipe.evaluation.embeddings import Embeddings, tau_key
-from clews_pipe.evaluation.per_query import nearest, neighbour_items, write_per_query_csv
-from clews_pipe.retrieval.metrics import QueryMetrics, markdown_table, query_metrics, self_columns, summarize
-from clews_pipe.retrieval.protocol import MIN_VERSIONS, Protocol
+from clews_pipe.embeddings.npz_format import Embeddings, tau_key
+from clews_pipe.reporting.per_query import nearest, neighbour_items, write_per_query_csv
+from clews_pipe.retrieval.metrics import QueryMetrics, query_metrics, self_columns, summarize
+from clews_pipe.reporting.eval_dir import clear_evaluation, write_metrics
+from clews_pipe.retrieval.protocol_options import MIN_VERSIONS, Protocol
 from clews_pipe.retrieval.redux import Redux
 
 DEFAULT_TAUS = (5.0, 10.0, 20.0, 30.0, 40.0, 60.0, 90.0)
 SEGMENT_REDUX = "min"
-
-
-@dataclass
-class RankContext:
-    """Who this process is in a (possibly single-process) run."""
-
-    rank: int = 0
-    world_size: int = 1
-    barrier: Callable[[], None] = field(default=lambda: None)
-    device: str = "cpu"
 
 
 COLLAPSE_BELOW = 1e-6  # every distance below this: the embedding space has collapsed
@@ -151,14 +140,12 @@ def _write_report(out_dir: Path, summary: dict, emb: Embeddings | None = None, r
     if report is not None and emb is not None:
         cliques = emb.clique_name if emb.clique_name is not None else emb.clique
         write_per_query_csv(out_dir / "per_query.csv", emb.track, cliques, report.per_query, nar_kind, report.neighbours)
-    write_json_atomic(out_dir / "metrics.json", summary)
-    write_text_atomic(out_dir / "metrics.md", markdown_table([summary]))
+    write_metrics(out_dir, summary)
 
 
 def _clear_report(out_dir: Path) -> None:
     """A rerun never leaves the previous run's report beside a failed one."""
-    for name in ("metrics.json", "metrics.md", "per_query.csv"):
-        (out_dir / name).unlink(missing_ok=True)
+    clear_evaluation(out_dir)
 
 
 def _warn(messages: list[str]) -> None:
@@ -182,7 +169,7 @@ def evaluate_track_level(
     """Track-level protocol; returns the metrics summary on rank 0 (None elsewhere).
 
     ``protocol`` (default ``clews``, the published one) decides which tracks are evaluated and
-    which NAR is reported (see :mod:`clews_pipe.retrieval.protocol`). No query with a positive, or
+    which NAR is reported (see :mod:`clews_pipe.retrieval.protocol_options`). No query with a positive, or
     only padding, is a :class:`ClewsError`; a collapsed embedding space is a warning (stderr and
     ``metrics.json`` ``warnings``).
     """
@@ -267,9 +254,8 @@ def evaluate_segment_level(
               "warnings": all_warnings}
     if provenance is not None:
         result["provenance"] = provenance
-    write_json_atomic(out_dir / "metrics.json", result)
-    write_text_atomic(out_dir / "metrics.md", markdown_table(rows, first_column="tau"))
-    from clews_pipe.evaluation.plots import plot_segment_level
+    write_metrics(out_dir, result, rows, first_column="tau")
+    from clews_pipe.reporting.plots import plot_segment_level
 
     prov = provenance or {}
     checkpoint = Path(str(prov.get("checkpoint") or prov.get("embeddings") or "embeddings"))
@@ -278,33 +264,3 @@ def evaluate_segment_level(
     plot_segment_level(rows, out_dir / "segment_level.png", label=label,
                        title=f"segment level: split {prov.get('split') or '?'}, {queries} queries, {label}")
     return result
-
-
-def run_on_ranks(fn: Callable[[RankContext], object], devices: int = 1, nodes: int = 1, accelerator: str = "cpu",
-                 strategy: str = "ddp"):
-    """Run ``fn(ctx)`` on ``devices x nodes`` ranks with Lightning Fabric; return rank 0's result.
-
-    A single CPU process runs ``fn`` directly. Otherwise Fabric launches (or, under ``srun``/
-    ``torchrun``, joins) the ranks: CPU ranks talk through gloo, GPU ranks through NCCL.
-    """
-    if devices < 1 or nodes < 1:
-        raise ClewsError(f"--devices and --nodes must be >= 1 (got {devices}, {nodes})")
-    if accelerator not in ("cpu", "gpu", "cuda", "auto"):
-        raise ClewsError(f"--accelerator must be cpu, gpu or auto, not {accelerator!r}")
-    if devices == 1 and nodes == 1 and accelerator == "cpu":
-        return fn(RankContext())
-    import torch
-    from lightning.fabric import Fabric
-
-    fabric = Fabric(accelerator=accelerator, devices=devices, num_nodes=nodes, strategy=strategy)
-
-    def ranked(fab):
-        if fab.device.type == "cpu":  # the allocation's CPUs (SLURM_CPUS_PER_TASK / OMP_NUM_THREADS), not the machine's
-            from clews_pipe.resources import threads_per_rank
-
-            under_srun = "SLURM_STEP_ID" in os.environ and "SLURM_PROCID" in os.environ
-            torch.set_num_threads(threads_per_rank(max(1, fab.world_size // max(1, nodes)), under_srun))
-        ctx = RankContext(rank=fab.global_rank, world_size=fab.world_size, barrier=fab.barrier, device=str(fab.device))
-        return fn(ctx)
-
-    return fabric.launch(ranked)

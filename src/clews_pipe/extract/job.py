@@ -39,11 +39,11 @@ from omegaconf import DictConfig
 
 from clews_pipe.atomic import write_json_atomic
 from clews_pipe.errors import ClewsError, first_line
-from clews_pipe.features.store.layout import DUPLICATES
-from clews_pipe.features.store.writer import check_new_store_target
+from clews_pipe.store.layout import DUPLICATES
+from clews_pipe.store.writer import check_new_store_target
 from clews_pipe.lock import folder_lock
 from clews_pipe.features.cqt_params import CQTParams
-from clews_pipe.features.store.index import STATUSES, TRACK_RECORD_FIELDS
+from clews_pipe.store.track_table import STATUSES, TRACK_RECORD_FIELDS
 
 RECORD_FIELDS = TRACK_RECORD_FIELDS  # the catalog columns a task needs to build its store records
 WORKER_LOGS = "logs"  # <store>/logs/: one log file per Dask worker (task tracebacks go there)
@@ -66,7 +66,7 @@ def worker_extractor(params: "CQTParams", impl: str = "trimmed"):
 def warm_worker(cqt_params: "CQTParams", impl: str = "trimmed") -> None:
     """Import the decoding/store stack and build this worker's extractor ahead of the first part
     (``client.run(warm_worker, ...)``; benchmarks use it to time the steady state)."""
-    import clews_pipe.features.store  # noqa: F401
+    import clews_pipe.store  # noqa: F401
     import clews_pipe.audio.decode  # noqa: F401
 
     worker_extractor(cqt_params, impl)
@@ -123,7 +123,7 @@ def extract_part(records: list[dict], settings: dict) -> dict:
     """
     import torch
 
-    from clews_pipe.features.store import create_store
+    from clews_pipe.store import create_store
 
     started = time.perf_counter()
     torch.set_num_threads(int(settings["torch_threads"]))
@@ -209,7 +209,7 @@ def _records(frame: pd.DataFrame) -> list[dict]:
 
 def _recorded_missing(store_path: str) -> dict[str, str]:
     """track_id → error of the tracks whose latest store record (finished parts) is "missing"."""
-    from clews_pipe.features.store.reader import load_index
+    from clews_pipe.store.reader import load_index
 
     frame, _parts = load_index(Path(store_path))
     missing = frame[frame["status"] == "missing"]
@@ -219,7 +219,7 @@ def _recorded_missing(store_path: str) -> dict[str, str]:
 def _check_split_overlap(conf: DictConfig, duplicates: list[dict]) -> None:
     """ClewsError naming the first id listed in a training and an evaluated split (a leak),
     unless ``allow_split_overlap``."""
-    from clews_pipe.pipeline.catalogs import split_leaks
+    from clews_pipe.datasets.catalogs import split_leaks
 
     leaks = split_leaks(duplicates)
     if not leaks or conf.allow_split_overlap:
@@ -234,7 +234,7 @@ def _check_split_overlap(conf: DictConfig, duplicates: list[dict]) -> None:
 
 
 def _failed_track_ids(store_path: str) -> set[str]:
-    from clews_pipe.features.store.reader import load_index
+    from clews_pipe.store.reader import load_index
 
     frame, _parts = load_index(Path(store_path))
     return set(frame.loc[frame["status"] == "failed", "track_id"].astype(str))
@@ -272,7 +272,7 @@ def run_extract(conf: DictConfig, on_start: Optional[Callable[[int, int], None]]
     each time a part completes (the CLI's progress bar). Raises ClewsError for a wrong path,
     unreadable metadata or an unwritable store; failed tracks are recorded, not raised.
     """
-    from clews_pipe.pipeline.catalogs import load_catalog
+    from clews_pipe.datasets.catalogs import load_catalog
 
     if not conf.out:
         raise ClewsError("no output store given (--out STORE)")
@@ -292,7 +292,7 @@ def run_extract(conf: DictConfig, on_start: Optional[Callable[[int, int], None]]
 def _run_locked(conf: DictConfig, store_path: str, catalog: pd.DataFrame, duplicates: list[dict], started: float,
                 started_wall: float, on_start, on_part) -> dict:
     """run_extract's work while it holds the store's lock."""
-    from clews_pipe.features.store import create_store
+    from clews_pipe.store import create_store
 
     cqt_params = _cqt_params(conf)
     writer = create_store(store_path, backend=conf.backend, cqt_params=cqt_params,
@@ -361,7 +361,7 @@ def expected_workers(conf: DictConfig, client) -> int:
     """How many workers the job will have: a started LocalCluster's, SLURM's jobs × processes,
     or what a running scheduler reports now (at least 1)."""
     if not conf.scheduler and conf.cluster == "slurm":
-        from clews_pipe.pipeline.cluster import slurm_processes
+        from clews_pipe.extract.cluster import slurm_processes
 
         return int(conf.slurm.jobs) * slurm_processes(conf)
     return max(1, int(conf.wait_workers or 0), len(client.scheduler_info().get("workers", {})))
@@ -374,7 +374,7 @@ def effective_part_size(n_tracks: int, part_size: int, n_workers: int, parts_per
 
 def _run_parts(conf: DictConfig, store_path: str, pending: pd.DataFrame, tag: str, cqt_params: "CQTParams", summary: dict,
                on_start: Optional[Callable[[int, int], None]], on_part: Optional[Callable[[dict], None]]) -> None:
-    from clews_pipe.pipeline.cluster import dask_client
+    from clews_pipe.extract.cluster import dask_client
 
     cluster_started = time.perf_counter()
     log_dir = str(Path(store_path) / WORKER_LOGS)

@@ -10,21 +10,14 @@ embeddings' fingerprint.
 from __future__ import annotations
 
 import datetime as _dt
-import hashlib
-import json
 from pathlib import Path
 
-BUFFER = 1 << 20
+from clews_pipe.digests import file_sha256, json_sha256 as digest_of, text_sha256
+
+__all__ = ["file_sha256", "digest_of", "store_index_sha256", "checkpoint_epoch", "now_utc", "base_provenance",
+           "evaluation_provenance"]
 #: index columns that decide which frames a track's embeddings come from
 INDEX_DIGEST_COLUMNS = ("clique", "split", "status", "n_frames", "part", "offset")
-
-
-def file_sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(BUFFER), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def store_index_sha256(store) -> str:
@@ -34,9 +27,7 @@ def store_index_sha256(store) -> str:
     frame = index[list(INDEX_DIGEST_COLUMNS)].copy()
     frame.index = frame.index.astype(str)
     frame = frame.sort_index(kind="stable")
-    digest = hashlib.sha256()
-    digest.update(frame.to_csv(lineterminator="\n").encode())
-    return digest.hexdigest()
+    return text_sha256(frame.to_csv(lineterminator="\n"))
 
 
 def checkpoint_epoch(path: str | Path, trust: bool = False) -> int | None:
@@ -51,11 +42,6 @@ def checkpoint_epoch(path: str | Path, trust: bool = False) -> int | None:
 
 def now_utc() -> str:
     return _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()
-
-
-def digest_of(obj) -> str:
-    """sha256 of a JSON-able object in canonical form."""
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
 
 
 def base_provenance() -> dict:

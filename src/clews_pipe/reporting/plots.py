@@ -25,7 +25,7 @@ class SegmentCurve:
 
 def curve_from_eval_dir(eval_dir: str | Path, label: str | None = None) -> SegmentCurve:
     """The segment-level rows of ``EVAL_DIR/metrics.json``; ClewsError (one line) if it has none."""
-    from clews_pipe.evaluation.eval_dir import read_metrics
+    from clews_pipe.reporting.eval_dir import read_metrics
 
     path = Path(eval_dir) / "metrics.json"
     result = read_metrics(eval_dir)

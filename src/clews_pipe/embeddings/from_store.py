@@ -1,5 +1,5 @@
 """Embeddings of a store split from a checkpoint, written by the ranks in place into a chunked
-embeddings store (``OUT/embeddings.zarr``, :mod:`~clews_pipe.evaluation.embedding_store`).
+embeddings store (``OUT/embeddings.zarr``, :mod:`~clews_pipe.embeddings.zarr_format`).
 
 Every track: its first ``maxlen`` seconds of stored CQT frames, cut into shingles of ``cslen``
 seconds (the model's shingle length by default: 20 s = 200 frames) every ``cshop`` seconds
@@ -11,7 +11,7 @@ waveforms. Tracks are taken in groups of ``TRACKS_PER_READ`` inside blocks of ``
 tracks (the store's chunks); rank ``r`` embeds blocks ``r, r + world, ...`` and writes each in
 place: no shard files, no merge, a rank holds one block at a time.
 
-Protocol (:class:`~clews_pipe.retrieval.protocol.Protocol`): under the published ``clews`` one,
+Protocol (:class:`~clews_pipe.retrieval.protocol_options.Protocol`): under the published ``clews`` one,
 cliques with fewer than two available versions in the split are left out and each track has at
 most int((maxlen − len) / hop) shingles; ``clews-pipe`` keeps them and covers the whole track.
 
@@ -25,16 +25,17 @@ from __future__ import annotations
 
 import math
 import contextlib
-import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from clews_pipe.digests import text_seed
 from clews_pipe.errors import ClewsError
-from clews_pipe.evaluation.embedding_store import DEFAULT_BLOCK, EmbeddingStoreWriter, content_sha256, open_embeddings
-from clews_pipe.evaluation.embeddings import Embeddings, tau_key
-from clews_pipe.retrieval.protocol import MIN_VERSIONS, Protocol
+from clews_pipe.embeddings.formats import open_embeddings
+from clews_pipe.embeddings.zarr_format import DEFAULT_BLOCK, EmbeddingStoreWriter, content_sha256
+from clews_pipe.embeddings.npz_format import Embeddings, tau_key
+from clews_pipe.retrieval.protocol_options import MIN_VERSIONS, Protocol
 
 
 TRACKS_PER_READ = 8  # tracks whose windows are cut and embedded together
@@ -85,8 +86,7 @@ def cut_windows(frames: np.ndarray, length: int, hop: int, min_length: int, max_
 
 def noise_seed(track_id: str, kind: str) -> int:
     """Seed of one track's input-noise draws for one kind of window (64 bits of sha256)."""
-    digest = hashlib.sha256(f"{track_id}\x1f{kind}".encode()).digest()
-    return int.from_bytes(digest[:8], "little") & (2**63 - 1)
+    return text_seed(f"{track_id}\x1f{kind}")
 
 
 def track_noise(track_id: str, kind: str, shape: tuple[int, ...]) -> np.ndarray:
@@ -154,34 +154,32 @@ def _store_name(kind: str) -> tuple[str, str]:
     return f"zq_{tau}", f"maskq_{tau}"
 
 
-def embed_store(ckpt, store_path, split: str, out_dir, settings: EmbedSettings, ctx=None, trust: bool = False,
-                progress: bool = True, block: int | None = None) -> Embeddings:
-    """Embed ``split`` with the checkpoint straight into the chunked embeddings store ``out_dir``
-    (``OUT/embeddings.zarr``, :mod:`~clews_pipe.evaluation.embedding_store`): rank 0 creates it
-    (shapes from the store's frame counts), every rank embeds its blocks of ``block`` tracks
-    (blocks ``r, r + world, ...``) and writes each block in place when it is done; no shard
-    files, no merge, nothing read back whole. Returns the store opened lazily, on every rank.
+@dataclass(frozen=True)
+class WindowKind:
+    """How one kind of window is cut from a track's frames (the kind's name seeds its noise)."""
 
-    Blocks (``block``, default :data:`EMBED_BLOCK`) are whole groups of ``TRACKS_PER_READ``
-    consecutive rows, so windows are batched the same way whatever the number of ranks and the
-    block size: the values are bit-identical on any number of ranks."""
-    from clews_pipe.evaluation.protocols import RankContext
-    from clews_pipe.features.store import open_store
-    from clews_pipe.model.checkpoint import load_model
+    length: int  # frames per window
+    hop: int  # frames between window starts
+    cap: int | None  # at most this many windows (None: no cap)
 
-    block = int(EMBED_BLOCK if block is None else block)
-    if block < 1 or block % TRACKS_PER_READ:
-        raise ClewsError(f"embeddings block must be a positive multiple of {TRACKS_PER_READ} tracks, not {block}")
-    ctx = ctx or RankContext()
-    out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    store = open_store(store_path)
-    model, _ = load_model(ckpt, trust=trust, device=ctx.device)
-    model.cqt_params.require_equal(store.cqt, f"checkpoint {ckpt}", f"store {store_path}")
-    protocol = settings.protocol
+
+@dataclass
+class _Tracks:
+    """The evaluated tracks of a split, in row order."""
+
+    ids: np.ndarray  # (N,) str
+    clique_names: np.ndarray  # (N,) str
+    clique_ids: np.ndarray  # (N,) int
+    n_frames: np.ndarray  # (N,) frames used (capped at maxlen)
+    max_frames: int
+
+
+def _evaluated_split(store, store_path, split: str, settings: EmbedSettings) -> _Tracks:
+    """The split's usable tracks the protocol evaluates; one error line when there are none."""
     available = store.tracks(split)
     if len(available) == 0:
         raise ClewsError(f"store {store_path}: no usable tracks in split {split!r}")
+    protocol = settings.protocol
     tracks = evaluated_tracks(available, protocol)
     if len(tracks) == 0:
         raise ClewsError(
@@ -195,28 +193,59 @@ def embed_store(ckpt, store_path, split: str, out_dir, settings: EmbedSettings, 
         raise ClewsError(f"store {store_path}: track {empty} of split {split!r} has no frames")
     clique_names = np.asarray(tracks["clique"].astype(str))
     _, clique_ids = np.unique(clique_names, return_inverse=True)
-    rate = float(store.frame_rate)
-    max_frames = int(round(settings.maxlen * rate))
-    n_frames = np.minimum(stored_frames, max_frames)
+    max_frames = int(round(settings.maxlen * float(store.frame_rate)))
+    return _Tracks(track_ids, clique_names, clique_ids, np.minimum(stored_frames, max_frames), max_frames)
+
+
+def _window_kinds(model, settings: EmbedSettings, rate: float) -> dict[str, WindowKind]:
+    """Candidate windows (``z``), track-level query windows when shingled differently
+    (``zq_track``) and one kind per segment-level query length (``tau_<seconds>``)."""
+    protocol = settings.protocol
     cslen = settings.cslen or model.shingle_len
     qslen = settings.qslen or cslen
-    c_len, c_hop = model.shingle_frames(cslen), max(1, int(round(settings.cshop * rate)))
-    q_len, q_hop = model.shingle_frames(qslen), max(1, int(round(settings.qshop * rate)))
-    c_max = protocol.max_shingles(settings.maxlen, cslen, settings.cshop, model.samplerate)
-    q_max = protocol.max_shingles(settings.maxlen, qslen, settings.qshop, model.samplerate)
-    min_len = model.shingle_frames(model.min_shingle_len)
-    # kind (seeds the noise) -> (window length, hop, cap)
-    kinds: dict[str, tuple[int, int, int | None]] = {"z": (c_len, c_hop, c_max)}
-    if (q_len, q_hop, q_max) != (c_len, c_hop, c_max):
-        kinds["zq_track"] = (q_len, q_hop, q_max)
+    candidates = WindowKind(model.shingle_frames(cslen), max(1, int(round(settings.cshop * rate))),
+                            protocol.max_shingles(settings.maxlen, cslen, settings.cshop, model.samplerate))
+    queries = WindowKind(model.shingle_frames(qslen), max(1, int(round(settings.qshop * rate))),
+                         protocol.max_shingles(settings.maxlen, qslen, settings.qshop, model.samplerate))
+    kinds = {"z": candidates}
+    if queries != candidates:
+        kinds["zq_track"] = queries
     for tau in settings.taus:
-        kinds[f"tau_{tau}"] = (max(1, int(round(tau * rate))), q_hop, None)
-    widths = {kind: int(_n_windows(n_frames, *lhc).max()) for kind, lhc in kinds.items()}
-    dim = int(model.zdim)
+        kinds[f"tau_{tau}"] = WindowKind(max(1, int(round(tau * rate))), queries.hop, None)
+    return kinds
+
+
+def embed_store(ckpt, store_path, split: str, out_dir, settings: EmbedSettings, ctx=None, trust: bool = False,
+                progress: bool = True, block: int | None = None) -> Embeddings:
+    """Embed ``split`` with the checkpoint straight into the chunked embeddings store ``out_dir``
+    (``OUT/embeddings.zarr``, :mod:`~clews_pipe.embeddings.zarr_format`): rank 0 creates it
+    (shapes from the store's frame counts), every rank embeds its blocks of ``block`` tracks
+    (blocks ``r, r + world, ...``) and writes each block in place when it is done; no shard
+    files, no merge, nothing read back whole. Returns the store opened lazily, on every rank.
+
+    Blocks (``block``, default :data:`EMBED_BLOCK`) are whole groups of ``TRACKS_PER_READ``
+    consecutive rows, so windows are batched the same way whatever the number of ranks and the
+    block size: the values are bit-identical on any number of ranks."""
+    from clews_pipe.model.checkpoint import load_model
+    from clews_pipe.ranks import RankContext
+    from clews_pipe.store import open_store
+
+    block = int(EMBED_BLOCK if block is None else block)
+    if block < 1 or block % TRACKS_PER_READ:
+        raise ClewsError(f"embeddings block must be a positive multiple of {TRACKS_PER_READ} tracks, not {block}")
+    ctx = ctx or RankContext()
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    store = open_store(store_path)
+    model, _ = load_model(ckpt, trust=trust, device=ctx.device)
+    model.cqt_params.require_equal(store.cqt, f"checkpoint {ckpt}", f"store {store_path}")
+    tracks = _evaluated_split(store, store_path, split, settings)
+    kinds = _window_kinds(model, settings, float(store.frame_rate))
+    widths = {kind: int(_n_windows(tracks.n_frames, w.length, w.hop, w.cap).max()) for kind, w in kinds.items()}
     if ctx.rank == 0:
         EmbeddingStoreWriter.create(
-            out_dir, len(track_ids), widths["z"], dim, track=track_ids, clique=clique_ids.astype(np.int64),
-            dtype="float16", clique_name=clique_names, block=block,
+            out_dir, len(tracks.ids), widths["z"], int(model.zdim), track=tracks.ids,
+            clique=tracks.clique_ids.astype(np.int64), dtype="float16", clique_name=tracks.clique_names, block=block,
             query_segments={float(tau): widths[f"tau_{tau}"] for tau in settings.taus},
             track_query_segments=widths.get("zq_track"),
         )
@@ -227,36 +256,57 @@ def embed_store(ckpt, store_path, split: str, out_dir, settings: EmbedSettings, 
     if progress and ctx.rank == 0:
         from clews_pipe.progress import progress_bar
 
-        bar = progress_bar(total=sum(min(len(track_ids), (b + 1) * block) - b * block for b in my_blocks),
+        bar = progress_bar(total=sum(min(len(tracks.ids), (b + 1) * block) - b * block for b in my_blocks),
                            desc=f"embed {split} (rank 0 of {ctx.world_size})", unit="track")
+    source = _BlockSource(store, f"store {store_path}", split, model, settings, ctx.device, kinds, widths)
     for b in my_blocks:
-        t0, t1 = b * block, min(len(track_ids), (b + 1) * block)
+        t0, t1 = b * block, min(len(tracks.ids), (b + 1) * block)
+        values = source.embed_rows(tracks, t0, t1, bar)
+        writer.write_rows(t0, values.pop("z"), values.pop("mask"), values)
+    if bar is not None:
+        bar.close()
+    ctx.barrier()
+    return open_embeddings(out_dir)
+
+
+@dataclass
+class _BlockSource:
+    """Embeds the rows of one block of tracks, every window kind, in groups of ``TRACKS_PER_READ``."""
+
+    store: object
+    where: str
+    split: str
+    model: object
+    settings: EmbedSettings
+    device: str
+    kinds: dict[str, WindowKind]
+    widths: dict[str, int]
+
+    def embed_rows(self, tracks: _Tracks, t0: int, t1: int, bar=None) -> dict[str, np.ndarray]:
+        """``{z, mask, zqt, maskqt, zq_<tau>, maskq_<tau>}`` of rows ``t0:t1`` (float16; True = padding)."""
+        dim, min_len = int(self.model.zdim), self.model.shingle_frames(self.model.min_shingle_len)
         values = {}
-        for kind in kinds:  # float16 as the published evaluation stores them; True = padding
+        for kind in self.kinds:  # float16 as the published evaluation stores them; True = padding
             zname, mname = _store_name(kind)
-            values[zname] = np.zeros((t1 - t0, widths[kind], dim), dtype=np.float16)
-            values[mname] = np.ones((t1 - t0, widths[kind]), dtype=bool)
+            values[zname] = np.zeros((t1 - t0, self.widths[kind], dim), dtype=np.float16)
+            values[mname] = np.ones((t1 - t0, self.widths[kind]), dtype=bool)
         for g0 in range(t0, t1, TRACKS_PER_READ):  # one global group of TRACKS_PER_READ rows
             rows = range(g0, min(t1, g0 + TRACKS_PER_READ))
-            frames = [store.read(track_ids[j], 0, max_frames).astype(np.float32) for j in rows]
+            frames = [self.store.read(tracks.ids[j], 0, tracks.max_frames).astype(np.float32) for j in rows]
             for j, f in zip(rows, frames):
                 if f.shape[0] == 0:
-                    raise ClewsError(f"store {store_path}: track {track_ids[j]} of split {split!r} has no frames")
-            for kind, (length, hop, cap) in kinds.items():
-                windows = [cut_windows(f, length, hop, min_len, cap) for f in frames]
-                noise = [track_noise(track_ids[j], kind, w.shape) for j, w in zip(rows, windows)]
-                embedded = _embed_windows(model, windows, settings.batch_size, ctx.device, noise)
+                    raise ClewsError(f"{self.where}: track {tracks.ids[j]} of split {self.split!r} has no frames")
+            for kind, window in self.kinds.items():
+                windows = [cut_windows(f, window.length, window.hop, min_len, window.cap) for f in frames]
+                noise = [track_noise(tracks.ids[j], kind, w.shape) for j, w in zip(rows, windows)]
+                embedded = _embed_windows(self.model, windows, self.settings.batch_size, self.device, noise)
                 zname, mname = _store_name(kind)
                 for j, z in zip(rows, embedded):
                     values[zname][j - t0, : z.shape[0]] = z
                     values[mname][j - t0, : z.shape[0]] = False
             if bar is not None:
                 bar.update(len(rows))
-        writer.write_rows(t0, values.pop("z"), values.pop("mask"), values)
-    if bar is not None:
-        bar.close()
-    ctx.barrier()
-    return open_embeddings(out_dir)
+        return values
 
 
 def sidecar_path(out_file) -> Path:
@@ -267,8 +317,8 @@ def sidecar_path(out_file) -> Path:
 
 def embedding_inputs(ckpt, store_path, split: str, settings: EmbedSettings) -> dict:
     """What the embeddings depend on, with digests (the fingerprint is computed over it)."""
-    from clews_pipe.evaluation.provenance import base_provenance, file_sha256, store_index_sha256
-    from clews_pipe.features.store import open_store
+    from clews_pipe.embeddings.provenance import base_provenance, file_sha256, store_index_sha256
+    from clews_pipe.store import open_store
 
     if not Path(ckpt).is_file():
         raise ClewsError(f"{ckpt}: checkpoint file not found")
@@ -285,7 +335,7 @@ def embedding_inputs(ckpt, store_path, split: str, settings: EmbedSettings) -> d
 
 
 def embeddings_fingerprint(inputs: dict) -> str:
-    from clews_pipe.evaluation.provenance import digest_of
+    from clews_pipe.embeddings.provenance import digest_of
 
     return digest_of({k: inputs[k] for k in ("checkpoint_sha256", "store_index_sha256", "split", "embed_settings")})
 
@@ -317,8 +367,8 @@ def embed_or_reuse(ckpt, store_path, split: str, out_file, settings: EmbedSettin
     :func:`embed_store` into ``out_file`` (the chunked ``OUT/embeddings.zarr``; the sidecar
     ``embeddings.json`` is written only once every block is)."""
     from clews_pipe.atomic import write_json_atomic
-    from clews_pipe.evaluation.protocols import RankContext
-    from clews_pipe.evaluation.provenance import checkpoint_epoch
+    from clews_pipe.ranks import RankContext
+    from clews_pipe.embeddings.provenance import checkpoint_epoch
 
     ctx = ctx or RankContext()
     inputs = embedding_inputs(ckpt, store_path, split, settings)
@@ -341,10 +391,10 @@ def embed_or_reuse(ckpt, store_path, split: str, out_file, settings: EmbedSettin
 def embeddings_file_provenance(path) -> tuple[Embeddings, dict]:
     """Embeddings given as they are (an ``.npz`` file or a chunked store), with the provenance of
     their sidecar when they have one; ``embeddings_sha256``: the file's sha256, or for a store
-    :func:`~clews_pipe.evaluation.embedding_store.content_sha256`."""
+    :func:`~clews_pipe.embeddings.zarr_format.content_sha256`."""
     import json
 
-    from clews_pipe.evaluation.provenance import base_provenance, file_sha256
+    from clews_pipe.embeddings.provenance import base_provenance, file_sha256
 
     emb = open_embeddings(path)
     inputs = base_provenance()

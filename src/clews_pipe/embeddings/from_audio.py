@@ -32,7 +32,7 @@ import numpy as np
 from clews_pipe.audio.formats import AUDIO_EXTENSIONS
 from clews_pipe.errors import ClewsError
 from clews_pipe.atomic import ensure_dir
-from clews_pipe.evaluation.embeddings import open_npz, write_npz_atomically
+from clews_pipe.embeddings.npz_format import open_npz, write_npz_atomically
 
 #: Suffixes picked up when walking a folder (explicitly named files are always tried).
 _WALKED_SUFFIXES = frozenset("." + ext for ext in AUDIO_EXTENSIONS)

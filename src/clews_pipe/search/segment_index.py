@@ -1,6 +1,6 @@
 """FAISS index over candidate segment embeddings, and R_min segment-level track search.
 
-An index is ``INDEX`` (a FAISS index of one of the kinds of :mod:`clews_pipe.evaluation.ann`:
+An index is ``INDEX`` (a FAISS index of one of the kinds of :mod:`clews_pipe.search.ann`:
 ``flat`` = ``IndexFlatL2``, exact, the default; ``ivf-flat``, ``ivf-pq``, ``hnsw``, approximate)
 and ``INDEX.segments.npz`` beside it, mapping every indexed segment to its track and start time:
 
@@ -42,7 +42,7 @@ import numpy as np
 
 from clews_pipe.atomic import atomic_path
 from clews_pipe.errors import ClewsError, first_line
-from clews_pipe.evaluation.ann import IndexParams, default_params, make_index, params_from_dict, set_search_params
+from clews_pipe.search.ann import IndexParams, default_params, make_index, params_from_dict, set_search_params
 
 MAPPING_SUFFIX = ".segments.npz"
 VECTORS_SUFFIX = ".vectors.npy"
@@ -104,7 +104,7 @@ def segments_from_source(source: str | Path, hop: float = 5.0) -> tuple[np.ndarr
         return _segments_from_folder(source)
     if not source.is_file():
         raise ClewsError(f"{source}: no such embeddings file or folder")
-    from clews_pipe.evaluation.embeddings import load_embeddings
+    from clews_pipe.embeddings.npz_format import load_embeddings
 
     if hop <= 0:
         raise ClewsError(f"--hop must be > 0 seconds, got {hop}")
@@ -128,7 +128,7 @@ def _segment_count(path: Path) -> int | None:
 
 
 def _segments_from_folder(folder: Path):
-    from clews_pipe.evaluation.audio_embed import load_file_embedding
+    from clews_pipe.embeddings.from_audio import load_file_embedding
 
     files = sorted(p for p in folder.rglob("*.npz") if p.is_file() and not p.name.startswith("."))
     if not files:
@@ -155,13 +155,16 @@ def _segments_from_folder(folder: Path):
 
 
 def _is_embedding_store(folder: Path) -> bool:
-    return (folder / "zarr.json").is_file() and (folder / "block_done").exists()
+    from clews_pipe.embeddings.formats import embeddings_layout
+
+    return embeddings_layout(folder) == "zarr"
 
 
 def _store_blocks(source: Path, hop: float):
     """``(tracks, vectors, segment_track, segment_start)`` per block of a chunked embeddings store
     (its stored dtype; one block of tracks in memory at a time)."""
-    from clews_pipe.evaluation.embedding_store import DEFAULT_BLOCK, open_embeddings
+    from clews_pipe.embeddings.formats import open_embeddings
+    from clews_pipe.embeddings.zarr_format import DEFAULT_BLOCK
 
     if hop <= 0:
         raise ClewsError(f"--hop must be > 0 seconds, got {hop}")
@@ -178,7 +181,7 @@ def _store_blocks(source: Path, hop: float):
 def build_segment_index(source: str | Path, out: str | Path, hop: float = 5.0, kind: str = "flat",
                         params: dict | None = None) -> SegmentIndex:
     """Index every candidate segment of ``source`` with an index of ``kind`` (flat, ivf-flat,
-    ivf-pq, hnsw; ``params`` override the defaults of :func:`~clews_pipe.evaluation.ann.default_params`);
+    ivf-pq, hnsw; ``params`` override the defaults of :func:`~clews_pipe.search.ann.default_params`);
     write ``out``, its mapping and (approximate kinds) its exact vectors beside it."""
     source = Path(source)
     if source.is_dir() and _is_embedding_store(source):  # streamed block by block

@@ -274,7 +274,7 @@ def make_train_loader(
     splits across ranks).
     """
     if isinstance(store, (str, Path)):
-        from clews_pipe.features.store import open_store
+        from clews_pipe.store import open_store
 
         store = open_store(store)
     dataset = ShingleDataset(

@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from clews_pipe.features.store import index as store_index
-from clews_pipe.features.store import layout
+from clews_pipe.store import track_table
+from clews_pipe.store import layout
 
 #: the index columns that come from the metadata alone (applied on rerun without decoding)
 METADATA_COLUMNS = ("clique", "version", "split", "title", "artist")
@@ -55,7 +55,7 @@ def damaged_parts(root: Path, backend: str, n_bins: int, parts: list[str], crc: 
     """{part: first problem} for the ``parts`` that are missing or fail their checks."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from clews_pipe.features.store.verify import part_problems
+    from clews_pipe.store.verify import part_problems
 
     def check(part: str) -> list[str]:
         return part_problems(root, backend, n_bins, part, crc=crc)
@@ -77,7 +77,7 @@ def drop_parts(root: Path, frame: pd.DataFrame, parts: dict[str, int], bad: dict
     keep = ~frame["part"].isin(list(bad)).to_numpy()
     frame = frame[keep].reset_index(drop=True)
     parts = {name: seq for name, seq in parts.items() if name not in bad}
-    store_index.write_consolidated(root / layout.CONSOLIDATED_INDEX, frame, parts)
+    track_table.write_consolidated(root / layout.CONSOLIDATED_INDEX, frame, parts)
     layout.fsync_dir(parts_dir)
     return frame, parts
 

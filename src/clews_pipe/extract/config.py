@@ -15,8 +15,8 @@ from omegaconf import DictConfig
 
 from clews_pipe.config import load_config
 from clews_pipe.errors import ClewsError
-from clews_pipe.features.store.layout import BACKENDS
-from clews_pipe.pipeline.catalogs import DATASETS
+from clews_pipe.store.layout import BACKENDS
+from clews_pipe.datasets.catalogs import DATASETS
 
 CLUSTERS = ("local", "slurm")
 CQT_IMPLS = ("trimmed", "nnaudio")

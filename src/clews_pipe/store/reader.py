@@ -12,12 +12,12 @@ import pandas as pd
 
 from clews_pipe.errors import ClewsError
 from clews_pipe.features.cqt_params import CQTParams
-from clews_pipe.features.store import index as store_index
-from clews_pipe.features.store import layout
-from clews_pipe.features.store.backends import backend_module
+from clews_pipe.store import track_table
+from clews_pipe.store import layout
+from clews_pipe.store.backends import backend_module
 
 
-_FEATURE_CODES = tuple(store_index.STATUSES.index(s) for s in store_index.WITH_FEATURES)
+_FEATURE_CODES = tuple(track_table.STATUSES.index(s) for s in track_table.WITH_FEATURES)
 
 DEFAULT_MAX_OPEN_MAPS = 128
 """Open part memory maps kept per reader (each holds one file descriptor): well under the
@@ -57,7 +57,7 @@ class TrackLookup:
     @classmethod
     def from_index(cls, index: pd.DataFrame) -> "TrackLookup":
         part_codes, part_names = pd.factorize(index["part"])
-        status_codes = pd.Categorical(index["status"], categories=list(store_index.STATUSES)).codes
+        status_codes = pd.Categorical(index["status"], categories=list(track_table.STATUSES)).codes
         return cls(
             ids=index.index,
             part_names=[str(p) for p in part_names],
@@ -83,9 +83,9 @@ def load_index(root: Path, damaged: dict[str, str] | None = None) -> tuple[pd.Da
     parts_dir = root / layout.PARTS_DIR
     consolidated_path = root / layout.CONSOLIDATED_INDEX
     if consolidated_path.exists():
-        frame, parts = store_index.read_consolidated(consolidated_path)
+        frame, parts = track_table.read_consolidated(consolidated_path)
     else:
-        frame, parts = store_index.empty_index(), {}
+        frame, parts = track_table.empty_index(), {}
     new_names = [n for n in layout.finished_part_names(parts_dir) if n not in parts]
     if not new_names:
         return frame.to_pandas(), dict(parts)
@@ -97,14 +97,14 @@ def load_index(root: Path, damaged: dict[str, str] | None = None) -> tuple[pd.Da
             seq = manifest.get("seq", 0)
             if not isinstance(seq, int) or isinstance(seq, bool):
                 raise ClewsError(f"{parts_dir / name / layout.PART_MANIFEST}: manifest key 'seq' is {seq!r}, expected int")
-            pieces.append(store_index.read_fragment(parts_dir / name / layout.PART_INDEX, name, seq))
+            pieces.append(track_table.read_fragment(parts_dir / name / layout.PART_INDEX, name, seq))
         except ClewsError as exc:
             if damaged is None:
                 raise
             damaged[name] = str(exc)
             continue
         parts[name] = seq
-    return store_index.merge_latest(pieces), parts
+    return track_table.merge_latest(pieces), parts
 
 
 def open_store(path, tolerate_damaged: bool = False, max_open_maps: int | None = None) -> "FeatureStore":
@@ -134,7 +134,7 @@ class FeatureStore:
         self.damaged_parts: dict[str, str] = {}
         frame, parts = load_index(self.root, self.damaged_parts if tolerate_damaged else None)
         self.part_seqs = parts
-        self._index = frame.drop(columns=[store_index.SEQ_COLUMN]).set_index("track_id")
+        self._index = frame.drop(columns=[track_table.SEQ_COLUMN]).set_index("track_id")
         self._lookup: TrackLookup | None = None
         self._reset_caches()
 
@@ -145,7 +145,7 @@ class FeatureStore:
         if self._index is None:
             frame, _parts = load_index(self.root)
             frame = frame[frame["part"].isin(list(self.part_seqs)).to_numpy()]
-            self._index = frame.drop(columns=[store_index.SEQ_COLUMN]).set_index("track_id")
+            self._index = frame.drop(columns=[track_table.SEQ_COLUMN]).set_index("track_id")
         return self._index
 
     # -- metadata -------------------------------------------------------------------------
@@ -280,7 +280,7 @@ class FeatureStore:
         status = lk.status_codes[row]
         if status not in _FEATURE_CODES:
             raise ClewsError(f"track {track_id!r} has no features in store {self.root} "
-                             f"(status {store_index.STATUSES[status] if status >= 0 else 'unknown'})")
+                             f"(status {track_table.STATUSES[status] if status >= 0 else 'unknown'})")
         n_frames, part, base = int(lk.n_frames[row]), lk.part_names[lk.part_codes[row]], int(lk.offsets[row])
         lo, hi, _ = slice(start, stop).indices(n_frames)
         hi = max(hi, lo)
@@ -304,11 +304,11 @@ class FeatureStore:
     def summary(self, include_problems: bool = False) -> dict:
         """Counts per split and status, hours of audio, frames, bytes on disk (JSON-ready)."""
         idx = self.index
-        with_features = idx["status"].isin(store_index.WITH_FEATURES)
+        with_features = idx["status"].isin(track_table.WITH_FEATURES)
         by_split = idx.groupby(["split", "status"]).size()
         splits: dict[str, dict[str, int]] = {}
         for (split, status), count in by_split.items():
-            splits.setdefault(str(split), {s: 0 for s in store_index.STATUSES})[str(status)] = int(count)
+            splits.setdefault(str(split), {s: 0 for s in track_table.STATUSES})[str(status)] = int(count)
         statuses = {s: int(c) for s, c in idx["status"].value_counts().items()}
         parts_dir = self.root / layout.PARTS_DIR
         summary = {
@@ -319,7 +319,7 @@ class FeatureStore:
             "n_bins": self.n_bins,
             "cqt_params": self.cqt_params,
             "tracks": int(len(idx)),
-            "statuses": {s: statuses.get(s, 0) for s in store_index.STATUSES},
+            "statuses": {s: statuses.get(s, 0) for s in track_table.STATUSES},
             "splits": splits,
             "hours": float(idx["duration"].to_numpy()[with_features.to_numpy()].sum() / 3600.0),
             "frames": int(idx["n_frames"].sum()),
@@ -364,10 +364,10 @@ class FeatureStore:
         import pyarrow.parquet as pq
 
         meta = pq.read_schema(path).metadata or {}
-        return set(json.loads(meta.get(store_index.PARTS_METADATA_KEY, b"{}")))
+        return set(json.loads(meta.get(track_table.PARTS_METADATA_KEY, b"{}")))
 
     def verify(self) -> list[str]:
         """One line per problem found (empty list: the store is sound)."""
-        from clews_pipe.features.store.verify import verify_store
+        from clews_pipe.store.verify import verify_store
 
         return verify_store(self)

@@ -18,11 +18,11 @@ import pandas as pd
 from clews_pipe.atomic import write_json_atomic
 from clews_pipe.errors import ClewsError
 from clews_pipe.features.cqt_params import CQTParams
-from clews_pipe.features.store import index as store_index
-from clews_pipe.features.store import layout
-from clews_pipe.features.store.backends import backend_module
+from clews_pipe.store import track_table
+from clews_pipe.store import layout
+from clews_pipe.store.backends import backend_module
 
-_RECORD_FIELDS = [*store_index.TRACK_RECORD_FIELDS, "duration", "status", "error"]  # given by the extraction task
+_RECORD_FIELDS = [*track_table.TRACK_RECORD_FIELDS, "duration", "status", "error"]  # given by the extraction task
 
 
 def _as_params(value: "CQTParams | dict") -> CQTParams:
@@ -141,14 +141,14 @@ class StoreWriter:
         return f"StoreWriter({str(self.root)!r}, backend={self.backend!r})"
 
     def _current_index(self) -> tuple[pd.DataFrame, dict[str, int]]:
-        from clews_pipe.features.store.reader import load_index
+        from clews_pipe.store.reader import load_index
 
         return load_index(self.root)
 
     def done_track_ids(self) -> set[str]:
         """Track ids whose latest record (in finished parts) is ok, truncated or failed."""
         frame, _parts = self._current_index()
-        done = frame["status"].isin(store_index.DONE_STATUSES).to_numpy()
+        done = frame["status"].isin(track_table.DONE_STATUSES).to_numpy()
         return set(frame["track_id"].to_numpy()[done].tolist())
 
     def write_part(self, part_name: str, records: list[dict], features: list) -> str:
@@ -172,7 +172,7 @@ class StoreWriter:
         feature_slot = 0
         for row in rows:
             row["part"] = part_name
-            if row["status"] in store_index.WITH_FEATURES:
+            if row["status"] in track_table.WITH_FEATURES:
                 row["offset"] = int(offsets[feature_slot])
                 row["n_frames"] = int(offsets[feature_slot + 1] - offsets[feature_slot])
                 feature_slot += 1
@@ -184,7 +184,7 @@ class StoreWriter:
         try:
             tmp_dir.mkdir()
             located = backend_module(self.backend).write_frames(tmp_dir, frames)
-            store_index.write_fragment(tmp_dir / layout.PART_INDEX, store_index.records_to_table(rows))
+            track_table.write_fragment(tmp_dir / layout.PART_INDEX, track_table.records_to_table(rows))
             manifest = {
                 "name": part_name,
                 "backend": self.backend,
@@ -229,13 +229,13 @@ class StoreWriter:
         for i in sorted(latest.values()):
             record, feats = records[i], features[i]
             status = record.get("status")
-            if status not in store_index.STATUSES:
+            if status not in track_table.STATUSES:
                 raise ClewsError(f"part {part_name}: track {record['track_id']}: status {status!r} "
-                                 f"not in {store_index.STATUSES}")
+                                 f"not in {track_table.STATUSES}")
             row = {name: record.get(name, "") for name in _RECORD_FIELDS}
             row["track_id"] = str(record["track_id"])
             row["duration"] = float(record.get("duration") or 0.0)
-            if status in store_index.WITH_FEATURES:
+            if status in track_table.WITH_FEATURES:
                 if feats is None:
                     raise ClewsError(f"part {part_name}: track {row['track_id']} has status {status} but no features")
                 array = np.asarray(feats)
@@ -253,13 +253,13 @@ class StoreWriter:
         returns the merged index (track_id as a column, plus ``seq``). With ``catalog`` (rows
         with track_id and the metadata columns), the indexed tracks take its clique, version,
         split, title and artist; ``self.metadata_updated`` counts the tracks that changed."""
-        from clews_pipe.features.store.reconcile import apply_metadata
+        from clews_pipe.store.reconcile import apply_metadata
 
         frame, parts = self._current_index()
         self.metadata_updated = 0
         if catalog is not None:
             frame, self.metadata_updated = apply_metadata(frame, catalog)
-        store_index.write_consolidated(self.root / layout.CONSOLIDATED_INDEX, frame, parts)
+        track_table.write_consolidated(self.root / layout.CONSOLIDATED_INDEX, frame, parts)
         return frame
 
     def reconcile(self, crc: bool = False, older_than: float | None = None) -> dict:
@@ -269,11 +269,11 @@ class StoreWriter:
         leave the index (so the rerun extracts them again); an unreadable consolidated index is
         moved aside and rebuilt from the parts' fragments. Returns
         ``{"temporaries_removed": [...], "damaged_parts": {part: problem}, "tracks_dropped": n}``."""
-        from clews_pipe.features.store import reconcile
+        from clews_pipe.store import reconcile
 
         removed = [] if older_than is None else reconcile.sweep_temporaries(self.root, older_than)
         unreadable: dict[str, str] = {}
-        from clews_pipe.features.store.reader import load_index
+        from clews_pipe.store.reader import load_index
 
         consolidated = self.root / layout.CONSOLIDATED_INDEX
         try:

@@ -4,8 +4,8 @@ Everything is inside the file: the metrics with their 95% CIs, the provenance, t
 figure when the folder has one (PNG embedded as a data: URI), the AP distribution and the clique
 sizes (inline SVG drawn here), and the per-query table (worst queries first, sortable by clicking a
 column header, a few lines of inline script) with each query's ten nearest neighbours marked
-correct (✓, same clique) or not (✗). No stylesheet, script or font is fetched: the page makes no
-request when opened, offline or on a cluster's login node. Text from the evaluation files is
+correct (✓, same clique) or not (✗). No stylesheet, script or font is fetched, and the page's own
+Content-Security-Policy forbids every network load, so it makes no request when opened, offline or on a cluster's login node. Text from the evaluation files is
 HTML-escaped, never interpreted.
 """
 
@@ -18,7 +18,14 @@ from pathlib import Path
 
 from clews_pipe.atomic import write_text_atomic
 from clews_pipe.errors import ClewsError
-from clews_pipe.evaluation.eval_dir import read_metrics, read_per_query
+from clews_pipe.reporting.eval_dir import read_metrics
+from clews_pipe.reporting.per_query import read_per_query
+
+#: The page's own promise that it loads nothing: every fetch (image, script, style, font, frame,
+#: connection, form target) is forbidden by the browser; only the inline style and script and the
+#: embedded ``data:`` images of the page itself are allowed.
+CONTENT_SECURITY_POLICY = ("default-src 'none'; img-src data:; style-src 'unsafe-inline'; "
+                           "script-src 'unsafe-inline'; base-uri 'none'; form-action 'none'")
 
 _SORT_SCRIPT = """
 document.querySelectorAll('table.sortable th').forEach(function (th, col) {
@@ -166,7 +173,9 @@ def render_report(eval_dir: str | Path) -> str:
     provenance = metrics.get("provenance") or {}
     title = (f"clews-pipe evaluation: {metrics.get('level', '?')} level, {metrics.get('redux', '?')}, "
              f"split {provenance.get('split', '?')}")
-    parts = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+    parts = [f"<!DOCTYPE html><html><head><meta charset='utf-8'>"
+             f"<meta http-equiv='Content-Security-Policy' content=\"{CONTENT_SECURITY_POLICY}\">"
+             f"<title>{html.escape(title)}</title>"
              f"<style>{_STYLE}</style></head><body>", f"<h1>{html.escape(title)}</h1>"]
     for warning in metrics.get("warnings") or []:
         parts.append(f"<p class='bad'>warning: {html.escape(str(warning))}</p>")

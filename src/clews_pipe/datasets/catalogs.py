@@ -32,7 +32,7 @@ import pandas as pd
 
 from clews_pipe.audio.formats import CATALOG_EXTENSIONS
 from clews_pipe.errors import ClewsError, first_line
-from clews_pipe.features.store.index import TRACK_RECORD_FIELDS
+from clews_pipe.store.track_table import TRACK_RECORD_FIELDS
 
 #: a catalog's columns: the track record every stage carries, plus the catalog's own finding
 TRACK_COLUMNS = [*TRACK_RECORD_FIELDS, "status", "error"]

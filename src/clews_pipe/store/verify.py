@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 
 from clews_pipe.errors import ClewsError, first_line
-from clews_pipe.features.store import index as store_index
-from clews_pipe.features.store import layout
-from clews_pipe.features.store.backends import backend_module
+from clews_pipe.store import track_table
+from clews_pipe.store import layout
+from clews_pipe.store.backends import backend_module
 
 _BLOCK_FRAMES = 1 << 20  # frames checked per step (168 MiB of float16 at 84 bins)
 
@@ -33,12 +33,12 @@ def part_problems(root: Path, backend: str, n_bins: int, part: str, crc: bool = 
     if manifest["n_bins"] != n_bins:
         return [f"manifest n_bins {manifest['n_bins']} != store {n_bins}"]
     try:
-        fragment = store_index.read_fragment(part_dir / layout.PART_INDEX, part, manifest["seq"]).to_pandas()
+        fragment = track_table.read_fragment(part_dir / layout.PART_INDEX, part, manifest["seq"]).to_pandas()
     except ClewsError as exc:
         return [str(exc)]
     if len(fragment) != manifest["n_records"]:
         problems.append(f"index fragment has {len(fragment)} rows, manifest says {manifest['n_records']}")
-    feats = fragment["status"].isin(store_index.WITH_FEATURES).to_numpy()
+    feats = fragment["status"].isin(track_table.WITH_FEATURES).to_numpy()
     starts = fragment["offset"].to_numpy(np.int64)[feats]
     ends = starts + fragment["n_frames"].to_numpy(np.int64)[feats]
     if (starts < 0).any() or (ends > manifest["n_frames"]).any() or (ends < starts).any():
@@ -83,13 +83,13 @@ def verify_store(store) -> list[str]:
     problems: list[str] = [f"part {part}: {problem}" for part, problem in sorted(store.damaged_parts.items())]
     idx = store.index
     parts_dir = store.root / layout.PARTS_DIR
-    with_features = idx["status"].isin(store_index.WITH_FEATURES).to_numpy()
+    with_features = idx["status"].isin(track_table.WITH_FEATURES).to_numpy()
     part_of = idx["part"].to_numpy()
     track_ids = idx.index.to_numpy()
     offsets = idx["offset"].to_numpy(np.int64)
     n_frames = idx["n_frames"].to_numpy(np.int64)
 
-    bad_status = ~idx["status"].isin(store_index.STATUSES).to_numpy()
+    bad_status = ~idx["status"].isin(track_table.STATUSES).to_numpy()
     for tid, status in zip(track_ids[bad_status], idx["status"].to_numpy()[bad_status]):
         problems.append(f"track {tid}: unknown status {status!r}")
     negative = with_features & ((offsets < 0) | (n_frames < 0))

@@ -13,7 +13,7 @@ so rendering costs far less than encoding. Every random choice comes from a gene
 by ``(seed, clique, version)``, so the corpus is the same for the same seed whatever the
 number of worker processes.
 
-Layout written under ``out`` (the Discogs-VI-YT layout that :mod:`clews_pipe.pipeline.catalogs`
+Layout written under ``out`` (the Discogs-VI-YT layout that :mod:`clews_pipe.datasets.catalogs`
 reads)::
 
     audio/<id[:2]>/<id>.<ext>      mostly mp3, some flac / ogg / wav
@@ -30,11 +30,12 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
 from clews_pipe.errors import ClewsError
-from clews_pipe.pipeline.catalogs import DVI_SPLIT_PREFIXES
+from clews_pipe.datasets.catalogs import DVI_SPLIT_PREFIXES
 
 SPLIT_FILE_PREFIX = DVI_SPLIT_PREFIXES[0]  # the sony/clews spelling
 YOUTUBE_ALPHABET = np.array(list("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"))
@@ -353,6 +354,86 @@ def _split_counts(n: int, fractions) -> list[int]:
     return counts.tolist()
 
 
+@dataclass(frozen=True)
+class SplitEntry:
+    """One version as the Discogs-VI split JSONs list it."""
+
+    split: str
+    clique: str
+    version: str
+    title: str
+    youtube_id: str
+
+
+def prepare_corpus_folder(out) -> Path:
+    """Create ``out/audio`` (one error line when ``out`` is a file or cannot be created); return it."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ClewsError(f"{out}: exists and is not a directory")
+    audio_root = out / "audio"
+    try:
+        audio_root.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ClewsError(f"{out}: cannot create corpus folder ({exc.strerror})") from None
+    return audio_root
+
+
+def assign_splits(rng: np.random.Generator, cliques: int, split_fractions) -> np.ndarray:
+    """The split (train / val / test) of each clique, ``split_fractions`` of them each, in random order."""
+    order = rng.permutation(cliques)
+    counts = _split_counts(cliques, split_fractions)
+    split_of = np.empty(cliques, dtype=object)
+    split_of[order[: counts[0]]] = "train"
+    split_of[order[counts[0] : counts[0] + counts[1]]] = "val"
+    split_of[order[counts[0] + counts[1] :]] = "test"
+    return split_of
+
+
+def render_all(render: Callable[[dict], dict], jobs: list[dict], workers: int, progress: bool,
+               desc: str = "render versions") -> list[dict]:
+    """``render(job)`` for every job, in ``workers`` processes when > 1, results in job order."""
+    from clews_pipe.progress import progress_bar
+
+    pool = ProcessPoolExecutor(max_workers=workers) if workers > 1 else None
+    try:
+        results = pool.map(render, jobs, chunksize=4) if pool else map(render, jobs)
+        rendered = []
+        with progress_bar(total=len(jobs), desc=desc, unit="track", disable=not progress, leave=False) as bar:
+            for result in results:
+                rendered.append(result)
+                bar.update(1)
+    finally:
+        if pool is not None:
+            pool.shutdown()
+    return rendered
+
+
+def write_split_files(out: Path, entries: list[SplitEntry]) -> dict[str, dict]:
+    """The three ``DiscogsVI-YT-20240701-light.json.<split>`` files; returns cliques and tracks per split."""
+    splits: dict[str, dict[str, list]] = {"train": {}, "val": {}, "test": {}}
+    for e in entries:
+        splits[e.split].setdefault(e.clique, []).append(
+            {"version_id": e.version, "track_title": e.title, "youtube_id": e.youtube_id})
+    for split, content in splits.items():
+        (out / f"{SPLIT_FILE_PREFIX}.{split}").write_text(json.dumps(content, indent=1))
+    return {s: {"cliques": len(c), "tracks": sum(len(v) for v in c.values())} for s, c in splits.items()}
+
+
+def _check_arguments(cliques: int, seed: int, versions_min: int, versions_max: int, duration_min: float,
+                     duration_max: float, formats) -> None:
+    if cliques < 1:
+        raise ClewsError(f"cliques must be >= 1, got {cliques}")
+    if not 1 <= versions_min <= versions_max:
+        raise ClewsError(f"need 1 <= versions_min <= versions_max, got {versions_min}, {versions_max}")
+    if not 0 < duration_min <= duration_max:
+        raise ClewsError(f"need 0 < duration_min <= duration_max, got {duration_min}, {duration_max}")
+    if seed < 0:
+        raise ClewsError(f"seed must be >= 0, got {seed}")
+    bad = [f for f in formats if f not in _SOUNDFILE_FORMATS]
+    if bad or not formats:
+        raise ClewsError(f"formats must be among {sorted(_SOUNDFILE_FORMATS)}, got {list(formats)}")
+
+
 def generate_corpus(
     out,
     cliques: int,
@@ -373,26 +454,9 @@ def generate_corpus(
     ``workers`` > 1 renders in that many processes; the output does not depend on it.
     ``progress`` shows a progress bar of the tracks rendered.
     """
-    if cliques < 1:
-        raise ClewsError(f"cliques must be >= 1, got {cliques}")
-    if not 1 <= versions_min <= versions_max:
-        raise ClewsError(f"need 1 <= versions_min <= versions_max, got {versions_min}, {versions_max}")
-    if not 0 < duration_min <= duration_max:
-        raise ClewsError(f"need 0 < duration_min <= duration_max, got {duration_min}, {duration_max}")
-    if seed < 0:
-        raise ClewsError(f"seed must be >= 0, got {seed}")
-    bad = [f for f in formats if f not in _SOUNDFILE_FORMATS]
-    if bad or not formats:
-        raise ClewsError(f"formats must be among {sorted(_SOUNDFILE_FORMATS)}, got {list(formats)}")
+    _check_arguments(cliques, seed, versions_min, versions_max, duration_min, duration_max, formats)
     out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise ClewsError(f"{out}: exists and is not a directory")
-    audio_root = out / "audio"
-    try:
-        audio_root.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise ClewsError(f"{out}: cannot create corpus folder ({exc.strerror})") from None
-
+    audio_root = prepare_corpus_folder(out)
     started = time.perf_counter()
     rng = np.random.default_rng([seed, 0])
     n_versions = rng.integers(versions_min, versions_max + 1, size=cliques)
@@ -402,69 +466,29 @@ def generate_corpus(
     youtube_ids = _youtube_ids(rng, n_tracks)
     durations = rng.uniform(duration_min, duration_max, size=n_tracks)
     suffixes = rng.choice(_TITLE_SUFFIXES, size=n_tracks)
-    order = rng.permutation(cliques)
-    counts = _split_counts(cliques, split_fractions)
-    split_of = np.empty(cliques, dtype=object)
-    split_of[order[: counts[0]]] = "train"
-    split_of[order[counts[0] : counts[0] + counts[1]]] = "val"
-    split_of[order[counts[0] + counts[1] :]] = "test"
-
+    split_of = assign_splits(rng, cliques, split_fractions)
     jobs, entries = [], []
     t = 0
     for ci in range(cliques):
         song = _make_song(seed, ci)
         for vi in range(int(n_versions[ci])):
             title = song.title + str(suffixes[t])
-            jobs.append(
-                {
-                    "seed": seed,
-                    "clique_index": ci,
-                    "version_index": vi,
-                    "duration": float(durations[t]),
-                    "sr": int(samplerate),
-                    "audio_root": str(audio_root),
-                    "youtube_id": youtube_ids[t],
-                    "ext": formats[t % len(formats)],
-                    "artist": song.artist if vi == 0 else _name(np.random.default_rng([seed, 3, ci, vi]), 2),
-                    "title": title,
-                }
-            )
-            entries.append((split_of[ci], clique_ids[ci], version_ids[t], title, youtube_ids[t]))
+            jobs.append({
+                "seed": seed, "clique_index": ci, "version_index": vi, "duration": float(durations[t]),
+                "sr": int(samplerate), "audio_root": str(audio_root), "youtube_id": youtube_ids[t],
+                "ext": formats[t % len(formats)], "title": title,
+                "artist": song.artist if vi == 0 else _name(np.random.default_rng([seed, 3, ci, vi]), 2),
+            })
+            entries.append(SplitEntry(split_of[ci], clique_ids[ci], version_ids[t], title, youtube_ids[t]))
             t += 1
-
-    from clews_pipe.progress import progress_bar
-
-    pool = ProcessPoolExecutor(max_workers=workers) if workers > 1 else None
-    try:
-        results = pool.map(_write_track, jobs, chunksize=4) if pool else map(_write_track, jobs)
-        rendered = []
-        with progress_bar(total=len(jobs), desc="render versions", unit="track", disable=not progress, leave=False) as bar:
-            for result in results:
-                rendered.append(result)
-                bar.update(1)
-    finally:
-        if pool is not None:
-            pool.shutdown()
-
-    splits: dict[str, dict[str, list]] = {"train": {}, "val": {}, "test": {}}
-    for split, clique, version, title, ytid in entries:
-        splits[split].setdefault(clique, []).append({"version_id": version, "track_title": title, "youtube_id": ytid})
-    for split, content in splits.items():
-        (out / f"{SPLIT_FILE_PREFIX}.{split}").write_text(json.dumps(content, indent=1))
-
+    rendered = render_all(_write_track, jobs, workers, progress)
+    splits = write_split_files(out, entries)
     formats_used: dict[str, int] = {}
     for job in jobs:
         formats_used[job["ext"]] = formats_used.get(job["ext"], 0) + 1
     return {
-        "root": str(out),
-        "audio": str(audio_root),
-        "meta": str(out),
-        "seed": int(seed),
-        "samplerate": int(samplerate),
-        "cliques": int(cliques),
-        "tracks": n_tracks,
+        "root": str(out), "audio": str(audio_root), "meta": str(out), "seed": int(seed),
+        "samplerate": int(samplerate), "cliques": int(cliques), "tracks": n_tracks,
         "audio_seconds": round(float(sum(r["seconds"] for r in rendered)), 3),
-        "formats": formats_used,
-        "splits": {s: {"cliques": len(c), "tracks": sum(len(v) for v in c.values())} for s, c in splits.items()},
-        "elapsed_s": round(time.perf_counter() - started, 3),
+        "formats": formats_used, "splits": splits, "elapsed_s": round(time.perf_counter() - started, 3),
     }

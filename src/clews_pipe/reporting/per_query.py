@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from clews_pipe.atomic import write_text_atomic
+from clews_pipe.errors import ClewsError
 
 N_NEIGHBOURS = 10
 COLUMNS = ("track", "clique", "AP", "R1", "NAR", "n_positives", "neighbours")
@@ -63,3 +64,15 @@ def write_per_query_csv(path: str | Path, track, clique, per_query, nar_kind: st
         ])
     write_text_atomic(path, buffer.getvalue())
     return Path(path)
+
+
+def read_per_query(eval_dir: str | Path) -> list[dict]:
+    """The rows of ``EVAL_DIR/per_query.csv`` (empty when the folder has none)."""
+    path = Path(eval_dir) / "per_query.csv"
+    if not path.is_file():
+        return []
+    try:
+        with path.open(newline="") as handle:
+            return list(csv.DictReader(handle))
+    except (OSError, csv.Error, UnicodeDecodeError) as exc:
+        raise ClewsError(f"{path}: not a readable per-query table ({exc})") from None

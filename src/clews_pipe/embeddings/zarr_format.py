@@ -1,7 +1,7 @@
 """A chunked embeddings store (Zarr) that ranks write in place and read a block at a time.
 
 ``embeddings.zarr`` is a Zarr group with the arrays of ``embeddings.npz`` (see
-:mod:`clews_pipe.evaluation.embeddings`), chunked by blocks of ``block`` tracks:
+:mod:`clews_pipe.embeddings.npz_format`), chunked by blocks of ``block`` tracks:
 
 ``z``       float16/32 (N, S, D), chunks (block, S, D)     ``mask`` bool (N, S), chunks (block, S)
 ``clique``  int64 (N,)   ``track`` str (N,)   optional ``clique_name`` str (N,)
@@ -12,11 +12,11 @@ attributes: ``format``, ``version``, ``block``, ``arrays`` (the per-track array 
 
 Rank 0 creates the group (:meth:`EmbeddingStoreWriter.create`), every rank then writes whole
 blocks (:meth:`EmbeddingStoreWriter.write_rows`): no two ranks share a chunk and nothing is merged
-through Python lists or read back whole. :func:`open_embeddings` returns an
-:class:`~clews_pipe.evaluation.embeddings.Embeddings` whose per-track arrays are
+through Python lists or read back whole. :func:`open_zarr_embeddings` returns an
+:class:`~clews_pipe.embeddings.npz_format.Embeddings` whose per-track arrays are
 :class:`LazyRows`: ``arr[a:b]`` reads only those rows, so a rank reads its query rows and streams
 candidate blocks; the set's fingerprint comes from the recorded block digests, not a full read.
-``open_embeddings`` also accepts the ``.npz`` layout (loaded into memory as before).
+``clews_pipe.embeddings.formats.open_embeddings`` opens this layout or the ``.npz`` one.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from clews_pipe.errors import ClewsError
-from clews_pipe.evaluation.embeddings import Embeddings, load_embeddings, tau_key
+from clews_pipe.embeddings.npz_format import Embeddings, tau_key
 
 FORMAT_NAME = "clews-pipe-embeddings"
 FORMAT_VERSION = 1
@@ -175,15 +175,15 @@ class EmbeddingStoreWriter:
         """Nothing is buffered (every block is written when given); kept for symmetry."""
 
 
-def open_embeddings(path: str | Path) -> Embeddings:
-    """An embeddings set: a chunked store (folder, rows read lazily) or an ``.npz`` file (in memory).
+def is_embeddings_store(path: Path) -> bool:
+    """True when ``path`` is laid out as a chunked embeddings store (a zarr group with block records)."""
+    return path.is_dir() and (path / "zarr.json").is_file() and (path / "block_done").exists()
+
+
+def open_zarr_embeddings(path: Path) -> Embeddings:
+    """A chunked embeddings store with its rows read lazily (:class:`LazyRows`).
 
     Any problem → one-line :class:`ClewsError` naming the path."""
-    path = Path(path)
-    if path.is_file():
-        return load_embeddings(path)
-    if not path.is_dir():
-        raise ClewsError(f"embeddings not found: {path}")
     import zarr
 
     try:
@@ -222,23 +222,10 @@ def open_embeddings(path: str | Path) -> Embeddings:
                       clique_name=clique_name, track_queries=track_queries)
 
 
-def read_embeddings(path: str | Path) -> Embeddings:
-    """Every array of an embeddings set in memory (a chunked store read whole, or an ``.npz``):
-    for conversions, inspection and tests, never the evaluator's path."""
-    emb = open_embeddings(path)
-    whole = lambda arr: np.asarray(arr)  # noqa: E731
-    return Embeddings(
-        z=whole(emb.z), mask=whole(emb.mask), clique=emb.clique, track=emb.track,
-        queries={t: (whole(zq), whole(mq)) for t, (zq, mq) in emb.queries.items()},
-        clique_name=emb.clique_name,
-        track_queries=None if emb.track_queries is None else (whole(emb.track_queries[0]), whole(emb.track_queries[1])),
-    )
-
-
 def content_sha256(path: str | Path) -> str:
     """sha256 of a complete store's content: its recorded per-block digests (every value of every
     per-track array), track ids and cliques; nothing else is read. ClewsError when incomplete."""
-    emb = open_embeddings(path)
+    emb = open_zarr_embeddings(Path(path))
     digest = hashlib.sha256(str(emb.z.digest).encode())
     digest.update("\x1f".join(np.asarray(emb.track, dtype=str).tolist()).encode())
     digest.update(np.ascontiguousarray(emb.clique, dtype=np.int64).tobytes())
