@@ -17,7 +17,7 @@ from clews_pipe.datasets.render import choose_renderer, render_numpy, write_midi
 from clews_pipe.datasets.scores import Voice
 from clews_pipe.datasets.works import chorale_works, choose_works
 
-HAVE_FLUIDSYNTH = choose_renderer("auto")[0].kind == "fluidsynth"
+HAVE_FLUIDSYNTH = choose_renderer("auto").renderer.kind == "fluidsynth"
 
 
 def _corpus(path, renderer, seed=3):
@@ -107,7 +107,7 @@ def test_rendered_note_has_its_pitch(renderer):
     from clews_pipe.datasets.render import render
 
     part = Part(program=73, onset=np.array([0.1]), duration=np.array([1.5]), pitch=np.array([69]), velocity=np.array([100]))
-    wave = render(Performance(parts=(part,), seconds=2.0), 16000, choose_renderer(renderer)[0], reverb=False)
+    wave = render(Performance(parts=(part,), seconds=2.0), 16000, choose_renderer(renderer).renderer, reverb=False)
     spectrum = np.abs(np.fft.rfft(wave[1600:24000] * np.hanning(22400)))
     assert abs(np.argmax(spectrum) * 16000 / 22400 - 440.0) < 4.0  # the fundamental: A4 (flute)
 
@@ -121,8 +121,8 @@ def test_key_estimate_of_a_scale():
 
 def test_fluidsynth_missing_falls_back_with_a_notice(monkeypatch):
     monkeypatch.setattr(shutil, "which", lambda name: None)
-    renderer, notice = choose_renderer("auto")
-    assert renderer.kind == "numpy" and notice.startswith("notice: ") and "\n" not in notice
+    choice = choose_renderer("auto")
+    assert choice.renderer.kind == "numpy" and choice.notice.startswith("notice: ") and "\n" not in choice.notice
     from clews_pipe.errors import ClewsError
 
     with pytest.raises(ClewsError):

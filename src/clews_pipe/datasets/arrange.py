@@ -75,7 +75,8 @@ def _roles(piece: Piece, kind: str, arrangement: str) -> list[Role]:
             merged = _merge(lower)
             roles.append(Role(merged, CHORD_PROGRAMS, 0.6))
         return roles
-    block, bass = chord_voices(harmonise(melody, piece.bar_quarters, piece.length))
+    voices = chord_voices(harmonise(melody, piece.bar_quarters, piece.length))
+    block, bass = voices.block, voices.bass
     roles = [Role(melody, LEAD_PROGRAMS, 1.0)]
     if "bass" in arrangement or arrangement == "harmonised":
         roles.append(Role(bass, BASS_PROGRAMS, 0.75))

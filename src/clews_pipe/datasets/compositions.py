@@ -51,8 +51,24 @@ class CliqueJob:
     renderer: Renderer
 
 
-def _pieces(job: CliqueJob):
-    """(work, its parsed members): the clique's own work, else its first spare that parses."""
+@dataclass(frozen=True)
+class ParsedWork:
+    work: Work
+    members: tuple  # parsed Piece of each member of the family
+
+
+@dataclass(frozen=True)
+class CliquePlan:
+    """Ids and split of one clique, fixed by the seed before anything is rendered."""
+
+    clique_id: str
+    version_ids: list
+    youtube_ids: list
+    split: str
+
+
+def _pieces(job: CliqueJob) -> ParsedWork:
+    """The clique's own work and its parsed members, else its first spare that parses."""
     for work in (job.choice.work,) + job.choice.spares:
         members = []
         for source, title in zip(work.sources, work.source_titles):
@@ -61,7 +77,7 @@ def _pieces(job: CliqueJob):
             except ClewsError:
                 continue
         if members:
-            return work, tuple(members)
+            return ParsedWork(work, tuple(members))
     raise ClewsError(f"clique {job.clique_index}: no score of {job.choice.work.sources[0]} or its spares parses")
 
 
@@ -104,9 +120,10 @@ def _render_one(job: CliqueJob, work: Work, members, version: int, work_bpm: flo
 def render_clique(job: CliqueJob) -> dict:
     """Every version of one clique; a version that fails is reported, not raised."""
     try:
-        work, members = _pieces(job)
+        parsed = _pieces(job)
     except ClewsError as exc:
         return {"clique_index": job.clique_index, "work": None, "tracks": [], "failed": [str(exc)]}
+    work, members = parsed.work, parsed.members
     work_bpm = work_tempo(members[0], work.kind, np.random.default_rng([job.seed, 11, job.clique_index]))
     tracks, failed = [], []
     for version in range(len(job.youtube_ids)):
@@ -129,8 +146,8 @@ def _check(cliques: int, seed: int, versions_min: int, versions_max: int, durati
         raise ClewsError(f"seed must be >= 0, got {seed}")
 
 
-def _plan(out: Path, cliques: int, seed: int, versions_min: int, versions_max: int, split_fractions):
-    """(clique ids, version ids per clique, youtube ids per clique, split per clique) for the seed."""
+def _plan(cliques: int, seed: int, versions_min: int, versions_max: int, split_fractions) -> list[CliquePlan]:
+    """Each clique's ids and split for the seed."""
     rng = np.random.default_rng([seed, 0])
     n_versions = rng.integers(versions_min, versions_max + 1, size=cliques)
     n_tracks = int(n_versions.sum())
@@ -144,9 +161,8 @@ def _plan(out: Path, cliques: int, seed: int, versions_min: int, versions_max: i
     split[order[: counts[0]]] = "train"
     split[order[counts[0]: counts[0] + counts[1]]] = "val"
     split[order[counts[0] + counts[1]:]] = "test"
-    per_clique = [(clique_ids[c], version_ids[bounds[c]:bounds[c + 1]], youtube_ids[bounds[c]:bounds[c + 1]], split[c])
-                  for c in range(cliques)]
-    return per_clique
+    return [CliquePlan(clique_ids[c], version_ids[bounds[c]:bounds[c + 1]], youtube_ids[bounds[c]:bounds[c + 1]],
+                       str(split[c])) for c in range(cliques)]
 
 
 def generate_compositions_corpus(
@@ -157,9 +173,10 @@ def generate_compositions_corpus(
 ) -> dict:
     """Write a compositions corpus under ``out``; return a summary dict (see the module doc)."""
     _check(cliques, seed, versions_min, versions_max, duration_min, duration_max)
-    chosen_renderer, notice = choose_renderer(renderer)
-    if notice:
-        log(notice)
+    choice = choose_renderer(renderer)
+    if choice.notice:
+        log(choice.notice)
+    chosen_renderer = choice.renderer
     out = Path(out)
     audio_root = out / "audio"
     try:
@@ -167,23 +184,23 @@ def generate_compositions_corpus(
     except OSError as exc:
         raise ClewsError(f"{out}: cannot create corpus folder ({exc.strerror})") from None
     started = time.perf_counter()
-    plan = _plan(out, cliques, seed, versions_min, versions_max, split_fractions)
-    jobs = [CliqueJob(seed, c, choice, tuple(plan[c][2]), duration_min, duration_max, int(samplerate),
-                      str(audio_root), chosen_renderer) for c, choice in enumerate(choose_works(cliques, seed))]
+    plan = _plan(cliques, seed, versions_min, versions_max, split_fractions)
+    jobs = [CliqueJob(seed, c, work, tuple(plan[c].youtube_ids), duration_min, duration_max, int(samplerate),
+                      str(audio_root), chosen_renderer) for c, work in enumerate(choose_works(cliques, seed))]
     results = _run(jobs, workers, progress)
     splits: dict[str, dict[str, list]] = {"train": {}, "val": {}, "test": {}}
     failed, formats, seconds = [], {}, 0.0
     for result in sorted(results, key=lambda r: r["clique_index"]):
-        clique_id, version_ids, ytids, split = plan[result["clique_index"]]
+        clique = plan[result["clique_index"]]
         failed += result["failed"]
         entries = []
         for track in result["tracks"]:
-            version_id = version_ids[ytids.index(track["youtube_id"])]
+            version_id = clique.version_ids[clique.youtube_ids.index(track["youtube_id"])]
             entries.append({"version_id": version_id, "track_title": track["title"], "youtube_id": track["youtube_id"]})
             formats[track["ext"]] = formats.get(track["ext"], 0) + 1
             seconds += track["seconds"]
         if entries:
-            splits[split][clique_id] = entries
+            splits[clique.split][clique.clique_id] = entries
     for split, content in splits.items():
         (out / f"{SPLIT_FILE_PREFIX}.{split}").write_text(json.dumps(content, indent=1, ensure_ascii=False))
     elapsed = time.perf_counter() - started

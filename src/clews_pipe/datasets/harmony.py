@@ -71,11 +71,17 @@ def harmonise(melody: Voice, bar_quarters: float, length: float) -> ChordTrack:
     return ChordTrack(starts, durations, np.asarray(roots, dtype=np.int64), np.asarray(tones, dtype=np.int64))
 
 
-def chord_voices(chords: ChordTrack, low: int = 52) -> tuple[Voice, Voice]:
-    """(block chords in close position from ``low`` up, bass root an octave below ``low``)."""
+@dataclass(frozen=True)
+class ChordVoices:
+    block: Voice  # the triads in close position from ``low`` up
+    bass: Voice  # the roots an octave below ``low``
+
+
+def chord_voices(chords: ChordTrack, low: int = 52) -> ChordVoices:
+    """The chord track as two playable voices."""
     pitches = low + (chords.tones - low) % 12  # (n, 3): each tone in [low, low + 12)
     onset = np.repeat(chords.onset, 3)
     duration = np.repeat(chords.duration, 3)
     block = Voice(onset, duration, pitches.reshape(-1))
     bass_pitch = (low - 12) + (chords.root - (low - 12)) % 12
-    return block, Voice(chords.onset.copy(), chords.duration.copy(), bass_pitch)
+    return ChordVoices(block, Voice(chords.onset.copy(), chords.duration.copy(), bass_pitch))

@@ -47,19 +47,25 @@ def find_soundfont() -> str | None:
     return None
 
 
-def choose_renderer(kind: str = "auto") -> tuple[Renderer, str | None]:
+@dataclass(frozen=True)
+class RendererChoice:
+    renderer: Renderer
+    notice: str | None  # one line saying why ``auto`` fell back to numpy
+
+
+def choose_renderer(kind: str = "auto") -> RendererChoice:
     """The renderer to use and, when ``auto`` falls back to numpy, the one-line notice why."""
     if kind not in RENDERERS:
         raise ClewsError(f"--renderer must be one of {', '.join(RENDERERS)}, not {kind!r}")
     if kind == "numpy":
-        return Renderer("numpy"), None
+        return RendererChoice(Renderer("numpy"), None)
     program, soundfont = shutil.which("fluidsynth"), find_soundfont()
     if program and soundfont:
-        return Renderer("fluidsynth", program, soundfont), None
+        return RendererChoice(Renderer("fluidsynth", program, soundfont), None)
     missing = "the fluidsynth program" if not program else "a General MIDI soundfont (fluid-soundfont-gm)"
     if kind == "fluidsynth":
         raise ClewsError(f"--renderer fluidsynth: {missing} not found (as root: apt-get install fluidsynth fluid-soundfont-gm)")
-    return Renderer("numpy"), f"notice: {missing} not found: rendering with the numpy synthesiser instead (as root: apt-get install fluidsynth fluid-soundfont-gm)"
+    return RendererChoice(Renderer("numpy"), f"notice: {missing} not found: rendering with the numpy synthesiser instead (as root: apt-get install fluidsynth fluid-soundfont-gm)")
 
 
 def write_midi(performance: Performance, path: str | Path) -> None:
