@@ -75,11 +75,13 @@ demo: $(STAMP) soundfont
 	$(CLI) report $(DEMO_DIR)/eval-track --out $(DEMO_DIR)/report-track.html
 	$(CLI) report $(DEMO_DIR)/eval-baseline --out $(DEMO_DIR)/report-baseline.html
 	$(CLI) report $(DEMO_DIR)/eval-segment --out $(DEMO_DIR)/report-segment.html
+	$(CLI) plot $(DEMO_DIR)/eval-segment $(DEMO_DIR)/eval-track $(DEMO_DIR)/eval-baseline \
+	  --labels "model (segment level)",model,"Qmax baseline" --out $(DEMO_DIR)/model-vs-baseline.png
 	@cat $(DEMO_DIR)/eval-segment/metrics.md
 	@$(BIN)/python scripts/compare_evals.py $(DEMO_DIR)/eval-track $(DEMO_DIR)/eval-baseline --labels "model ($(DEMO_CONFIG))",baseline
 	@echo "training log:   $(DEMO_DIR)/run/metrics.csv  (TensorBoard: $(DEMO_DIR)/run/tensorboard)"
 	@echo "checkpoint:     $(DEMO_DIR)/run/checkpoint_best.ckpt"
-	@echo "plots:          $$(ls $(DEMO_DIR)/eval-segment/*.png 2>/dev/null | tr '\n' ' ')"
+	@echo "plots:          $(DEMO_DIR)/model-vs-baseline.png $$(ls $(DEMO_DIR)/eval-segment/*.png 2>/dev/null | tr '\n' ' ')"
 	@echo "reports:        $(DEMO_DIR)/report-track.html $(DEMO_DIR)/report-baseline.html $(DEMO_DIR)/report-segment.html (self-contained)"
 
 bench: $(STAMP)

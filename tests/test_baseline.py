@@ -151,3 +151,7 @@ def test_baseline_command_same_results_on_one_and_two_ranks(tmp_path):
 
     write_report(tmp_path / "r1", tmp_path / "r1.html")
     assert "Qmax" in (tmp_path / "r1.html").read_text()
+    from clews_pipe.reporting.plots import curve_from_eval_dir, plot_eval_dirs  # and plot, as a reference line
+
+    assert curve_from_eval_dir(tmp_path / "r1").track_level
+    assert plot_eval_dirs([tmp_path / "r1"], tmp_path / "cmp.png").stat().st_size > 1000

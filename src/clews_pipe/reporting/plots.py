@@ -1,6 +1,8 @@
 """The segment-level figure (as the paper's Fig. 2): NAR (log axis) and MAP against query length.
 
-One or several evaluations are overlaid, each with its own label; the 95% CI bands are clipped to
+One or several evaluations are overlaid, each with its own label; a track-level evaluation (a model's
+or ``clews-pipe baseline``'s) is drawn as a horizontal reference line, since it has no query
+length. The 95% CI bands are clipped to
 the metric's range ([0, 1] for MAP, [0, 100] for NAR) and the chance MAP of a random ranking is
 drawn as a dashed line, so a curve is read against what guessing gives.
 """
@@ -21,6 +23,7 @@ class SegmentCurve:
 
     rows: tuple[dict, ...]
     label: str
+    track_level: bool = False  # one row without tau: a horizontal line
 
 
 def curve_from_eval_dir(eval_dir: str | Path, label: str | None = None) -> SegmentCurve:
@@ -29,10 +32,12 @@ def curve_from_eval_dir(eval_dir: str | Path, label: str | None = None) -> Segme
 
     path = Path(eval_dir) / "metrics.json"
     result = read_metrics(eval_dir)
-    if result.get("level") != "segment" or not result.get("per_tau"):
-        raise ClewsError(f"{path}: not a segment-level evaluation (run evaluate --level segment)")
     provenance = result.get("provenance") or {}
-    name = label or Path(str(provenance.get("checkpoint") or "")).stem or Path(eval_dir).name
+    name = label or provenance.get("method") or Path(str(provenance.get("checkpoint") or "")).stem or Path(eval_dir).name
+    if result.get("level") == "track" and result.get("MAP") is not None:
+        return SegmentCurve((result,), f"{name} (track level)", track_level=True)
+    if result.get("level") != "segment" or not result.get("per_tau"):
+        raise ClewsError(f"{path}: neither a segment- nor a track-level evaluation")
     return SegmentCurve(tuple(result["per_tau"]), name)
 
 
@@ -50,12 +55,20 @@ def plot_segment_curves(curves: list[SegmentCurve], path: str | Path, title: str
     fig, (ax_nar, ax_map) = plt.subplots(1, 2, figsize=(9.5, 3.8))
     all_positive = True
     chance_drawn = False
-    for curve in curves:
+    for k, curve in enumerate(curves):
+        if not curve.track_level:
+            continue
+        for ax, key in ((ax_nar, "NAR"), (ax_map, "MAP")):
+            ax.axhline(float(curve.rows[0][key]), linestyle=":", linewidth=1.5, label=curve.label, color=f"C{k}")
+        all_positive &= float(curve.rows[0]["NAR"]) > 0
+    for k, curve in enumerate(curves):
+        if curve.track_level:
+            continue
         rows = sorted(curve.rows, key=lambda r: r["tau"])
         tau = _column(rows, "tau")
         for ax, key, top in ((ax_nar, "NAR", 100.0), (ax_map, "MAP", 1.0)):
             mean, ci = _column(rows, key), np.nan_to_num(_column(rows, f"{key}_ci"))
-            line, = ax.plot(tau, mean, marker="o", label=curve.label)
+            line, = ax.plot(tau, mean, marker="o", label=curve.label, color=f"C{k}")
             ax.fill_between(tau, np.clip(mean - ci, 0.0, top), np.clip(mean + ci, 0.0, top),
                             alpha=0.2, color=line.get_color())
         all_positive &= bool(np.all(_column(rows, "NAR") > 0))
@@ -88,7 +101,8 @@ def plot_segment_level(rows: list[dict], path: str | Path, label: str = "model",
 
 
 def plot_eval_dirs(eval_dirs: list[Path], out: str | Path, labels: list[str] | None = None) -> Path:
-    """``clews-pipe plot``: overlay the segment-level results of several evaluation folders."""
+    """``clews-pipe plot``: overlay the segment-level results of several evaluation folders (track-level
+    ones as horizontal lines)."""
     if labels and len(labels) != len(eval_dirs):
         raise ClewsError(f"--labels gives {len(labels)} names for {len(eval_dirs)} evaluations")
     curves = [curve_from_eval_dir(d, labels[i] if labels else None) for i, d in enumerate(eval_dirs)]
