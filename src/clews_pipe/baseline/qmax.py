@@ -18,7 +18,11 @@ For a query chroma sequence A and a candidate B:
 
 The paper's settings are the defaults: m = 10, tau = 1, kappa = 0.1, gamma_o = 5, gamma_e = 0.5.
 The thresholds and the recursion run in numba (one query against a padded block of candidates);
-the distances are one matrix product per query.
+the distances are one matrix product per query. librosa has the pieces for one pair
+(``librosa.segment.cross_similarity`` with k nearest neighbours, ``librosa.sequence.rqa`` with gap
+onset/extension penalties); they are written here instead because the baseline scores a query
+against a whole block of candidates per call, and librosa (with its audio stack) would be a
+dependency for these ~60 lines.
 """
 
 from __future__ import annotations
