@@ -59,6 +59,12 @@ class LazyRows:
         out = np.asarray(self._array[...])
         return out if dtype is None else out.astype(dtype)
 
+    def take_rows(self, rows):
+        """The rows ``rows``, still read on demand."""
+        from clews_pipe.evaluation.npz_rows import RowsView
+
+        return RowsView(self, rows)
+
     def __repr__(self) -> str:
         return f"LazyRows(shape={self.shape}, dtype={self.dtype})"
 
@@ -176,12 +182,14 @@ class EmbeddingStoreWriter:
 
 
 def open_embeddings(path: str | Path) -> Embeddings:
-    """An embeddings set: a chunked store (folder, rows read lazily) or an ``.npz`` file (in memory).
+    """An embeddings set: a chunked store (folder, rows read lazily) or an ``.npz`` file (its
+    uncompressed segment embeddings read by rows on demand too, :mod:`.npz_rows`; masks and labels
+    in memory).
 
     Any problem → one-line :class:`ClewsError` naming the path."""
     path = Path(path)
     if path.is_file():
-        return load_embeddings(path)
+        return load_embeddings(path, lazy=True)
     if not path.is_dir():
         raise ClewsError(f"embeddings not found: {path}")
     import zarr
