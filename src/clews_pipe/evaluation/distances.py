@@ -34,7 +34,11 @@ import torch
 
 from clews_pipe.errors import ClewsError
 from clews_pipe.retrieval.redux import Redux
-from clews_pipe.retrieval.tiles import CandidateFeed, check_precision, exact_pair_distances, tile_distances
+from clews_pipe.retrieval.tiles import (
+    CandidateFeed, LazySource, check_precision, exact_pair_distances, tile_distances,
+)
+
+WIDE_TILE_FRACTION = 4  # a tile of rows larger than 1/4 of --memory-mb is read block by block
 
 
 @dataclass
@@ -180,15 +184,20 @@ def _fill_tiles(group, todo, inputs: _Inputs, redux: Redux, settings: TileSettin
     zq, mask_q, zc, mask_c = inputs.zq, inputs.mask_q, inputs.zc, inputs.mask_c
     n_q, n_c = zq.shape[0], zc.shape[0]
     row_bytes = int(zc.shape[1]) * int(zc.shape[2]) * np.dtype(zc.dtype).itemsize + int(zc.shape[1])
+    # wide rows on the CPU: a tile's rows are read block by block inside the tile, never whole
+    lazy = settings.device == "cpu" and tile * row_bytes > settings.memory_mb * 2**20 / WIDE_TILE_FRACTION
     feed = CandidateFeed(lambda a, b: (zc[a:b], mask_c[a:b]), n_c, row_bytes, settings.device,
-                         block_rows=max(tile, 4096 // tile * tile))
+                         block_rows=tile if lazy else max(tile, 4096 // tile * tile),
+                         lazy_rows=LazySource(zc, mask_c) if lazy else None)
+    queries = LazySource(zq, mask_q) if lazy else None
     current_qi, q_block = None, None
     for qi, ci in todo:
         q0, q1 = qi * tile, min(n_q, (qi + 1) * tile)
         c0, c1 = ci * tile, min(n_c, (ci + 1) * tile)
         if qi != current_qi:  # this rank's query rows, one row block at a time (sent to the device once)
             current_qi = qi
-            q_block = (_rows(zq, q0, q1).to(settings.device), _rows(mask_q, q0, q1).to(settings.device))
+            q_block = (queries.rows(q0, q1) if lazy else _rows(zq, q0, q1).to(settings.device),
+                       _rows(mask_q, q0, q1).to(settings.device))
         zc_block, mc_block = feed.get(c0, c1)
         block = tile_distances(
             q_block[0], q_block[1], zc_block, mc_block, redux, settings.memory_mb, settings.device,

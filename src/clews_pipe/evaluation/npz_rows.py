@@ -22,7 +22,7 @@ import numpy as np
 
 from clews_pipe.errors import ClewsError
 
-CHECK_BYTES = 64 << 20  # bytes read per step of the validation pass
+CHECK_BYTES = 8 << 20  # bytes read per step of the validation pass
 _LOCAL_HEADER = struct.Struct("<IHHHHHIIIHH")  # zip local file header (30 bytes)
 
 

@@ -13,12 +13,11 @@ positives, the ten nearest and each block's distance range) and reduces them.
 from __future__ import annotations
 
 import io
-import math
+import os
 from pathlib import Path
 
 import numpy as np
 
-from clews_pipe.atomic import write_bytes_atomic
 from clews_pipe.errors import ClewsError
 from clews_pipe.evaluation.distances import open_distances, row_blocks_for_rank
 from clews_pipe.evaluation.row_metrics import FLOAT_FIELDS, CliqueIndex, RowResults, count_rows
@@ -44,15 +43,21 @@ def _read_block(path: str | Path, qi: int, fingerprint: str) -> RowResults | Non
                 return None
             return RowResults(**{name: data[name] for name in ROW_FIELDS},
                               d_min=float(data["d_min"]), d_max=float(data["d_max"]))
-    except (OSError, ValueError, KeyError):
+    except Exception:  # cut short, damaged, another layout: counted again
         return None
 
 
 def _write_block(path: str | Path, qi: int, fingerprint: str, result: RowResults) -> None:
+    """Write-then-rename, without fsync: a file lost or cut short by a crash does not load (or
+    has another fingerprint) and its block is simply counted again."""
     buffer = io.BytesIO()
     np.savez(buffer, fingerprint=np.asarray(fingerprint), d_min=np.float64(result.d_min),
              d_max=np.float64(result.d_max), **{name: getattr(result, name) for name in ROW_FIELDS})
-    write_bytes_atomic(block_path(path, qi), buffer.getvalue())
+    target = block_path(path, qi)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    tmp.write_bytes(buffer.getvalue())
+    os.replace(tmp, target)
 
 
 def count_my_rows(path: str | Path, rank: int = 0, world_size: int = 1, memory_mb: float = 64.0,
