@@ -185,7 +185,8 @@ def _fill_tiles(group, todo, inputs: _Inputs, redux: Redux, settings: TileSettin
     n_q, n_c = zq.shape[0], zc.shape[0]
     row_bytes = int(zc.shape[1]) * int(zc.shape[2]) * np.dtype(zc.dtype).itemsize + int(zc.shape[1])
     # wide rows on the CPU: a tile's rows are read block by block inside the tile, never whole
-    lazy = settings.device == "cpu" and tile * row_bytes > settings.memory_mb * 2**20 / WIDE_TILE_FRACTION
+    lazy = (settings.device == "cpu" and hasattr(zc, "digest")  # rows read on demand (store, npz), not in memory
+            and tile * row_bytes > settings.memory_mb * 2**20 / WIDE_TILE_FRACTION)
     feed = CandidateFeed(lambda a, b: (zc[a:b], mask_c[a:b]), n_c, row_bytes, settings.device,
                          block_rows=tile if lazy else max(tile, 4096 // tile * tile),
                          lazy_rows=LazySource(zc, mask_c) if lazy else None)
