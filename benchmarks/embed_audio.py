@@ -32,7 +32,7 @@ def main() -> None:
 
     import torch
 
-    from clews_pipe.evaluation.audio_embed import collect_audio_jobs, embed_audio_files, load_file_embedding
+    from clews_pipe.embeddings.from_audio import collect_audio_jobs, embed_audio_files, load_file_embedding
     from clews_pipe.audio.decode import decode_audio
     from clews_pipe.model.checkpoint import load_model
 

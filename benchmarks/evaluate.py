@@ -4,7 +4,7 @@
 
 Random clustered embeddings (N tracks, S segments, D dims, some padded segments). For each
 reduction (bpwr-10, min): seconds for ``compute_distance_matrix`` + the per-query metrics and
-report of ``evaluate`` (:func:`~clews_pipe.evaluation.protocols.matrix_report`) (clews-pipe) and for
+report of ``evaluate`` (:func:`~clews_pipe.evaluation.evaluate.matrix_report`) (clews-pipe) and for
 the published loop (one query at a time against all candidates, the full S x S segment distance
 tensor per pair, ``r`` rounds of masked minima over the whole tensor). The loop is timed on
 ``--baseline-queries`` queries and scaled to N (``--baseline-queries 0`` runs all N); the metrics
@@ -152,7 +152,7 @@ def main(argv=None) -> int:
     if args.threads > 0:
         torch.set_num_threads(args.threads)
     from clews_pipe.evaluation.distances import open_distances
-    from clews_pipe.evaluation.protocols import matrix_report
+    from clews_pipe.evaluation.evaluate import matrix_report
     from clews_pipe.retrieval.metrics import query_metrics
 
     z, mask, clique, tracks = make_data(args.n, args.segments, args.dim)

@@ -33,7 +33,7 @@ def sequential(paths: list[str], samplerate: int, max_seconds: float, impl: str)
     import torch
 
     from clews_pipe.audio.decode import AudioDecodeError, decode_audio
-    from clews_pipe.pipeline.extract_job import worker_extractor
+    from clews_pipe.extract.job import worker_extractor
 
     torch.set_num_threads(1)
     extractor = worker_extractor(_cqt_params(), impl)
@@ -103,10 +103,10 @@ def main(argv: list[str] | None = None) -> int:
 
     from distributed import Client, LocalCluster
 
-    from clews_pipe.pipeline.catalogs import load_catalog
-    from clews_pipe.pipeline.demo_corpus import generate_corpus
-    from clews_pipe.pipeline.extract_config import extract_config
-    from clews_pipe.pipeline.extract_job import run_extract, warm_worker
+    from clews_pipe.datasets.catalogs import load_catalog
+    from clews_pipe.datasets.demo_corpus import generate_corpus
+    from clews_pipe.extract.config import extract_config
+    from clews_pipe.extract.job import run_extract, warm_worker
 
     with tempfile.TemporaryDirectory(prefix="clews-bench-extract-") as tmp:
         tmp = Path(tmp)

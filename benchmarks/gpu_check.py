@@ -229,7 +229,7 @@ def check_evaluator(args, torch, np) -> dict:
 
 # ------------------------------------------------------------------------------------ training
 def synthetic_store(root: Path, np, cliques: int, per_clique: int, seconds: float) -> Path:
-    from clews_pipe.features.store import create_store
+    from clews_pipe.store import create_store
 
     rng = np.random.default_rng(0)
     writer = create_store(root, backend="hdf5")  # h5py: no zarr needed on the accelerator machine
@@ -250,8 +250,8 @@ def check_training(args, torch, np, workdir: Path) -> dict:
     from lightning.fabric import Fabric
 
     from clews_pipe.features.augment import CQAugment
-    from clews_pipe.features.dataset import make_train_loader
-    from clews_pipe.features.store import open_store
+    from clews_pipe.training.dataset import make_train_loader
+    from clews_pipe.store import open_store
     from clews_pipe.model.network import CLEWS
     from clews_pipe.model.run_config import load_train_config
     from clews_pipe.training.loss import loss_from_config

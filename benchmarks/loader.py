@@ -44,7 +44,7 @@ SHS_AUGMENT = {
 
 
 def build_synthetic_store(path: Path, cliques: int = 60, per_clique: int = 3, seed: int = 0) -> None:
-    from clews_pipe.features.store import create_store
+    from clews_pipe.store import create_store
 
     rng = np.random.default_rng(seed)
     writer = create_store(path, backend="zarr")
@@ -62,7 +62,7 @@ def build_synthetic_store(path: Path, cliques: int = 60, per_clique: int = 3, se
 
 
 def time_loader(store, batches: int, batch_size: int, out_dtype, augment=None) -> float:
-    from clews_pipe.features.dataset import make_train_loader
+    from clews_pipe.training.dataset import make_train_loader
 
     loader = make_train_loader(store, {"n_per_class": 4}, batch_size, seed=0, workers=1,
                                out_dtype=out_dtype)
@@ -87,7 +87,7 @@ def decode_paths(store, tmp: Path, n: int) -> list[str]:
     paths = [p for p in store.index["path"].astype(str).tolist() if p and os.path.exists(p)]
     if len(paths) >= n:
         return paths[:n]
-    from clews_pipe.pipeline.demo_corpus import generate_corpus
+    from clews_pipe.datasets.demo_corpus import generate_corpus
 
     corpus = tmp / "corpus"
     generate_corpus(corpus, cliques=2, seed=0, versions_min=2, versions_max=2,
@@ -135,7 +135,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
 
     from clews_pipe.features.augment import CQAugment
-    from clews_pipe.features.store import open_store
+    from clews_pipe.store import open_store
 
     with tempfile.TemporaryDirectory(prefix="clews-loader-bench-") as tmp:
         tmp = Path(tmp)

@@ -31,7 +31,7 @@ import numpy as np
 
 
 def bench_corpus(work: Path, cliques: int, workers: int, seed: int) -> dict:
-    from clews_pipe.pipeline.demo_corpus import generate_corpus
+    from clews_pipe.datasets.demo_corpus import generate_corpus
 
     import resource
 
@@ -55,7 +55,7 @@ def bench_corpus(work: Path, cliques: int, workers: int, seed: int) -> dict:
 
 
 def _music(seconds: float, sr: int, channels: int) -> np.ndarray:
-    from clews_pipe.pipeline.demo_corpus import _make_song, _render_version
+    from clews_pipe.datasets.demo_corpus import _make_song, _render_version
 
     wave, _ = _render_version(_make_song(0, 0), 0, 0, 0, seconds, sr)
     if channels == 2:
@@ -109,7 +109,7 @@ def _youtube_ids(rng: np.random.Generator, n: int) -> np.ndarray:
 
 
 def bench_catalog(work: Path, tracks: int, present: float, seed: int) -> dict:
-    from clews_pipe.pipeline.catalogs import load_catalog
+    from clews_pipe.datasets.catalogs import load_catalog
 
     rng = np.random.default_rng(seed)
     ids = _youtube_ids(rng, tracks)

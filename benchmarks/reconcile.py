@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from clews_pipe.features.store import create_store
+from clews_pipe.store import create_store
 
 
 def main() -> None:

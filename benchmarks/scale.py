@@ -93,7 +93,7 @@ def synthetic_catalog(n_tracks: int, seed: int = 0):
 
 
 def build_store(root: Path, n_tracks: int, part_size: int, frames: int, backend: str) -> dict:
-    from clews_pipe.features.store import create_store
+    from clews_pipe.store import create_store
 
     ids, cliques, splits = synthetic_catalog(n_tracks)
     writer = create_store(root, backend=backend)
@@ -116,8 +116,8 @@ def build_store(root: Path, n_tracks: int, part_size: int, frames: int, backend:
 def measure_store(root: Path, loader_items: int) -> dict:
     import torch
 
-    from clews_pipe.features.dataset import EpochBatchSampler, ShingleDataset
-    from clews_pipe.features.store import open_store
+    from clews_pipe.training.dataset import EpochBatchSampler, ShingleDataset
+    from clews_pipe.store import open_store
 
     torch.set_num_threads(1)
     start = time.perf_counter()
@@ -169,7 +169,7 @@ def measure_store(root: Path, loader_items: int) -> dict:
 # ------------------------------------------------------------------------------------- evaluation
 def make_embeddings(path: Path, n: int, s: int, d: int, seed: int = 0) -> int:
     """Write random clustered fp16 embeddings (N, S, D) as a chunked store; return its bytes (E)."""
-    from clews_pipe.evaluation.embedding_store import EmbeddingStoreWriter
+    from clews_pipe.embeddings.zarr_format import EmbeddingStoreWriter
 
     rng = np.random.default_rng(seed)
     n_cliques = max(2, n // 4)
@@ -194,8 +194,9 @@ def _eval_worker(args) -> None:
     import torch
 
     from clews_pipe.evaluation.distances import TileSettings
-    from clews_pipe.evaluation.embedding_store import open_embeddings
-    from clews_pipe.evaluation.protocols import evaluate_track_level, run_on_ranks
+    from clews_pipe.embeddings.formats import open_embeddings
+    from clews_pipe.evaluation.evaluate import evaluate_track_level
+    from clews_pipe.ranks import run_on_ranks
 
     def job(ctx):
         baseline = _rss_mb()

@@ -10,7 +10,7 @@ cliques of 2-6 versions, 1..``--segments`` segments each (about ``tracks × segm
 segments: 2.05M with the defaults); a segment is its clique's centre + a per-track offset + noise.
 A query is a new version of a random clique (same centre, its own offset and noise),
 ``--query-segments`` segments. Every kind is built with its default parameters
-(:func:`clews_pipe.evaluation.ann.default_params`) through ``build_index_from_blocks`` and
+(:func:`clews_pipe.search.ann.default_params`) through ``build_index_from_blocks`` and
 searched with :func:`search_tracks` (approximate kinds: candidates from the index, then the exact
 R_min re-rank).
 
@@ -137,8 +137,8 @@ def main() -> None:
 
     import faiss
 
-    from clews_pipe.evaluation.ann import index_bytes
-    from clews_pipe.evaluation.segment_index import build_index_from_blocks, search_tracks, tune_index, vectors_path
+    from clews_pipe.search.ann import index_bytes
+    from clews_pipe.search.segment_index import build_index_from_blocks, search_tracks, tune_index, vectors_path
 
     faiss.omp_set_num_threads(args.threads)
     rng, clique, centers, lengths = synthetic(args.tracks, args.segments, args.dim)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from clews_pipe.features.store import create_store, open_store
+from clews_pipe.store import create_store, open_store
 
 CQT = {"samplerate": 16000, "hoplen": 0.02, "noctaves": 7, "nbinsoct": 12, "fscale": 1.0, "pool": 5}
 _ALPHABET = np.array(list("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"))

@@ -24,7 +24,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def synthetic_store(root: Path, cliques: int = 60, per_clique: int = 3, seconds: float = 240.0) -> Path:
-    from clews_pipe.features.store import create_store
+    from clews_pipe.store import create_store
 
     rng = np.random.default_rng(0)
     writer = create_store(root / "bench.store")
@@ -56,8 +56,8 @@ def main() -> None:
     args = ap.parse_args()
 
     from clews_pipe.features.augment import CQAugment
-    from clews_pipe.features.dataset import make_train_loader
-    from clews_pipe.features.store import open_store
+    from clews_pipe.training.dataset import make_train_loader
+    from clews_pipe.store import open_store
     from clews_pipe.model.run_config import load_train_config
     from clews_pipe.training.loss import loss_from_config
     from clews_pipe.model.network import CLEWS

@@ -1,7 +1,7 @@
 """Shared fixtures.
 
 ``demo_corpus`` (session-scoped): a small synthetic Discogs-VI-layout corpus written once per
-test session by :func:`clews_pipe.pipeline.demo_corpus.generate_corpus` — 8 cliques of 2-3
+test session by :func:`clews_pipe.datasets.demo_corpus.generate_corpus` — 8 cliques of 2-3
 versions, 20-32 s each, split 4/2/2 cliques over train/val/test, a mix of mp3 (most), flac,
 ogg and wav. The fixture value is the generator's summary dict (keys ``root``, ``audio``,
 ``meta``, ``tracks``, ``splits``, ...) that also behaves as the corpus root path
@@ -88,7 +88,7 @@ class DemoCorpus(dict):
 
 @pytest.fixture(scope="session")
 def demo_corpus(tmp_path_factory) -> DemoCorpus:
-    from clews_pipe.pipeline.demo_corpus import generate_corpus
+    from clews_pipe.datasets.demo_corpus import generate_corpus
 
     root = tmp_path_factory.mktemp("demo_corpus")
     return DemoCorpus(generate_corpus(root, **DEMO_CORPUS_ARGS))
@@ -97,7 +97,7 @@ def demo_corpus(tmp_path_factory) -> DemoCorpus:
 @pytest.fixture(scope="session")
 def demo_catalog(demo_corpus):
     """The demo corpus through the Discogs-VI catalog (all three splits, every track found)."""
-    from clews_pipe.pipeline.catalogs import load_catalog
+    from clews_pipe.datasets.catalogs import load_catalog
 
     return load_catalog("discogs-vi", demo_corpus.meta, demo_corpus.audio)
 

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 
 from clews_pipe.cli.app import main
-from clews_pipe.evaluation.ann_recall import exact_top, sample_queries
-from clews_pipe.evaluation.embeddings import Embeddings, save_embeddings
-from clews_pipe.evaluation.segment_index import build_segment_index, load_segment_index, search_tracks
+from clews_pipe.search.recall import exact_top, sample_queries
+from clews_pipe.embeddings.npz_format import Embeddings, save_embeddings
+from clews_pipe.search.segment_index import build_segment_index, load_segment_index, search_tracks
 
 
 def _clique_set(n_tracks=1200, max_segments=6, dim=16, seed=0):
@@ -77,7 +77,7 @@ def test_unreachable_target_says_so_and_suggests_flat(tmp_path, capsys):
     last = capsys.readouterr().out.strip().splitlines()[-1]
     assert "below the target 1" in last and "--kind flat" in last
     q = tmp_path / "q.npz"
-    from clews_pipe.evaluation.audio_embed import FileEmbedding, save_file_embedding
+    from clews_pipe.embeddings.from_audio import FileEmbedding, save_file_embedding
 
     n_seg = int((~emb.mask[0]).sum())
     save_file_embedding(q, FileEmbedding(source=Path("q.wav"), z=emb.z[0][~emb.mask[0]], starts=np.arange(n_seg) * 5.0,

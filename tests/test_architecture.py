@@ -1,6 +1,6 @@
 """The package graph of ``clews_pipe`` read from the source with ``ast`` (function-local imports too).
 
-It must have no cycle, and no package may import a package of a higher floor (DESIGN.md):
+It must have no cycle, and no package may import a package of a higher floor (docs/architecture.md):
 the CLI on top; the three jobs below it; the shared layers (model, retrieval, features, audio)
 below them; errors/config at the bottom.
 """
@@ -18,11 +18,11 @@ PACKAGE_ROOT = Path(clews_pipe.__file__).parent
 #: floor of each package; a package may import only packages of a strictly lower floor
 FLOORS = {
     "errors": 0,
-    "config": 1, "atomic": 1, "progress": 1, "resources": 1, "lock": 1,
-    "audio": 2, "retrieval": 2,
-    "features": 3,
-    "model": 4,
-    "pipeline": 5, "training": 5, "evaluation": 5,
+    "config": 1, "atomic": 1, "progress": 1, "resources": 1, "lock": 1, "digests": 1,
+    "ranks": 2, "audio": 2, "retrieval": 2, "features": 2, "reporting": 2,
+    "store": 3, "model": 3,
+    "datasets": 4, "embeddings": 4,
+    "extract": 5, "search": 5, "training": 5, "evaluation": 5, "baseline": 5,
     "cli": 6,
 }
 
@@ -113,3 +113,105 @@ def test_every_package_has_a_floor_and_imports_only_lower_floors():
         if FLOORS[dst] >= FLOORS[src]
     ]
     assert not upward, "imports that do not go down a floor: " + "; ".join(sorted(upward))
+
+
+def _module_imports(path: Path) -> set[str]:
+    """Modules of ``clews_pipe`` that ``path`` imports, ``from package import module`` resolved to the module."""
+    found = set()
+    for name in _imports(path):
+        found.add(name)
+    tree = ast.parse(path.read_text())
+    module = _module_name(path)
+    is_package = path.name == "__init__.py"
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = module.split(".")
+                base = base[: len(base) - node.level + (1 if is_package else 0)]
+                parent = ".".join(base + ([node.module] if node.module else []))
+            else:
+                parent = node.module or ""
+            if not parent.startswith("clews_pipe"):
+                continue
+            for alias in node.names:
+                candidate = f"{parent}.{alias.name}"
+                if _module_path(candidate) is not None:
+                    found.discard(parent)
+                    found.add(candidate)
+    return found
+
+
+def _module_path(module: str) -> Path | None:
+    base = PACKAGE_ROOT.parent.joinpath(*module.split("."))
+    for path in (base.with_suffix(".py"), base / "__init__.py"):
+        if path.is_file():
+            return path
+    return None
+
+
+def module_graph_inside_packages() -> dict[str, set[str]]:
+    """File-level imports between the modules of one package (its ``__init__`` included)."""
+    graph: dict[str, set[str]] = defaultdict(set)
+    for path in PACKAGE_ROOT.rglob("*.py"):
+        src = _module_name(path)
+        for target in _module_imports(path):
+            if target != src and _package(target) == _package(src) and _package(src) is not None:
+                graph[src].add(target)
+    return graph
+
+
+def test_no_import_circle_between_the_files_of_a_package():
+    cycle = find_cycle(module_graph_inside_packages())
+    assert cycle is None, "file-level import circle: " + " -> ".join(cycle)
+
+
+MAX_FUNCTION_LINES = 80
+
+
+def long_functions(limit: int = MAX_FUNCTION_LINES) -> list[str]:
+    """Every function or method of ``src`` longer than ``limit`` lines (def line to last line)."""
+    found = []
+    for path in sorted(PACKAGE_ROOT.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                length = node.end_lineno - node.lineno + 1
+                if length > limit:
+                    found.append(f"{path.relative_to(PACKAGE_ROOT)}:{node.lineno} {node.name} ({length} lines)")
+    return found
+
+
+def test_long_function_finder_counts_lines(tmp_path, monkeypatch):
+    body = "\n".join(f"    x{i} = {i}" for i in range(81))
+    tree = ast.parse(f"def long():\n{body}\n\ndef short():\n    return 1\n")
+    lengths = {n.name: n.end_lineno - n.lineno + 1 for n in tree.body}
+    assert lengths == {"long": 82, "short": 2}
+
+
+def test_no_function_over_80_lines():
+    found = long_functions()
+    assert not found, "functions over 80 lines: " + "; ".join(found)
+
+
+def _package_lines() -> dict[str, int]:
+    lines: dict[str, int] = defaultdict(int)
+    for path in PACKAGE_ROOT.rglob("*.py"):
+        lines[_package(_module_name(path)) or path.stem] += len(path.read_text().splitlines())
+    return lines
+
+
+def test_no_package_holds_more_than_15_percent_of_the_source():
+    lines = _package_lines()
+    total = sum(lines.values())
+    big = {name: f"{n / total:.0%}" for name, n in lines.items() if n > 0.15 * total}
+    assert not big, f"packages over 15% of {total} source lines: {big}"
+
+
+def test_every_package_docstring_names_its_modules():
+    """Each package's docstring says what it owns: every module of the package is named in it."""
+    missing = []
+    for init in sorted(PACKAGE_ROOT.glob("*/__init__.py")):
+        doc = ast.get_docstring(ast.parse(init.read_text())) or ""
+        for module in sorted(init.parent.glob("*.py")):
+            if module.name != "__init__.py" and module.stem not in doc:
+                missing.append(f"{init.parent.name}/{module.name}")
+    assert not missing, "modules their package docstring does not mention: " + ", ".join(missing)

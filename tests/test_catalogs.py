@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 
 from clews_pipe.errors import ClewsError
-from clews_pipe.pipeline import catalogs
-from clews_pipe.pipeline.catalogs import TRACK_COLUMNS, load_catalog, youtube_id_from_url
+from clews_pipe.datasets import catalogs
+from clews_pipe.datasets.catalogs import TRACK_COLUMNS, load_catalog, youtube_id_from_url
 
 
 def _touch(path, content=b"x"):

@@ -16,8 +16,8 @@ import dask.config
 import dask_jobqueue  # noqa: F401  (its defaults loaded before dask.config.set, which restores on exit)
 import torch
 
-from clews_pipe.pipeline.cluster import slurm_cluster_kwargs, slurm_job_script
-from clews_pipe.pipeline.extract_config import load_extract_config
+from clews_pipe.extract.cluster import slurm_cluster_kwargs, slurm_job_script
+from clews_pipe.extract.config import load_extract_config
 from clews_pipe.progress import PlainProgress
 from clews_pipe.resources import allocated_cpus, threads_per_rank
 

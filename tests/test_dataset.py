@@ -13,13 +13,13 @@ import torch
 
 from clews_pipe.errors import ClewsError
 from clews_pipe.features.cqt_params import CQTParams
-from clews_pipe.features.dataset import (
+from clews_pipe.training.dataset import (
     EpochBatchSampler,
     ShingleDataset,
     ShingleLayout,
     make_train_loader,
 )
-from clews_pipe.features.store import create_store, open_store
+from clews_pipe.store import create_store, open_store
 
 # track name -> (clique, n_frames, status); 10 frames/s
 TRACKS = {

@@ -13,8 +13,8 @@ import pytest
 from clews_pipe.cli.app import main
 from clews_pipe.errors import ClewsError
 from clews_pipe.audio.decode import decode_audio
-from clews_pipe.pipeline.catalogs import load_catalog
-from clews_pipe.pipeline.demo_corpus import SPLIT_FILE_PREFIX, _make_song, _render_version, generate_corpus
+from clews_pipe.datasets.catalogs import load_catalog
+from clews_pipe.datasets.demo_corpus import SPLIT_FILE_PREFIX, _make_song, _render_version, generate_corpus
 
 YOUTUBE_ID = re.compile(r"^[A-Za-z0-9_-]{11}$")
 

@@ -9,10 +9,10 @@ import pytest
 
 from clews_pipe.cli.app import main
 from clews_pipe.errors import ClewsError
-from clews_pipe.features.store import open_store
-from clews_pipe.pipeline.catalogs import load_catalog
-from clews_pipe.pipeline.extract_config import extract_config
-from clews_pipe.pipeline.extract_job import run_extract
+from clews_pipe.store import open_store
+from clews_pipe.datasets.catalogs import load_catalog
+from clews_pipe.extract.config import extract_config
+from clews_pipe.extract.job import run_extract
 
 SPLIT_PREFIX = "DiscogsVI-YT-20240701-light.json"
 

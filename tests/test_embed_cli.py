@@ -7,7 +7,7 @@ import soundfile as sf
 import torch
 
 from clews_pipe.cli.app import main
-from clews_pipe.evaluation.audio_embed import collect_audio_jobs, load_file_embedding
+from clews_pipe.embeddings.from_audio import collect_audio_jobs, load_file_embedding
 from clews_pipe.audio.decode import decode_audio
 from clews_pipe.model.checkpoint import load_model
 

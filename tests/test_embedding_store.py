@@ -13,11 +13,10 @@ import zarr
 
 from clews_pipe.errors import ClewsError
 from clews_pipe.evaluation.distances import TileSettings, compute_distance_matrix
-from clews_pipe.evaluation.embedding_store import (
-    EmbeddingStoreWriter, LazyRows, open_embeddings, write_embeddings_store,
-)
-from clews_pipe.evaluation.embeddings import Embeddings, save_embeddings
-from clews_pipe.evaluation.protocols import evaluate_track_level, matrix_metrics
+from clews_pipe.embeddings.formats import open_embeddings
+from clews_pipe.embeddings.zarr_format import EmbeddingStoreWriter, LazyRows, write_embeddings_store
+from clews_pipe.embeddings.npz_format import Embeddings, save_embeddings
+from clews_pipe.evaluation.evaluate import evaluate_track_level, matrix_metrics
 from clews_pipe.retrieval.reductions import reduce_distances
 
 

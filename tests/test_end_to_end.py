@@ -14,7 +14,7 @@ TINY = REPO / "configs" / "tiny-cpu.yaml"
 
 
 def test_pipeline_end_to_end(demo_corpus, extracted_demo_store, tmp_path, capsys):
-    from clews_pipe.features.store import open_store
+    from clews_pipe.store import open_store
 
     store = open_store(extracted_demo_store)
     assert (store.index["status"] == "ok").all()

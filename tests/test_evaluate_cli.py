@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from clews_pipe.cli.app import main
-from clews_pipe.evaluation.embedding_store import read_embeddings
-from clews_pipe.evaluation.embeddings import Embeddings, load_embeddings, save_embeddings
+from clews_pipe.embeddings.formats import read_embeddings
+from clews_pipe.embeddings.npz_format import Embeddings, load_embeddings, save_embeddings
 
 
 def make_embeddings(path, n_cliques=6, per_clique=3, s=6, d=16, seed=0, taus=()):
@@ -97,7 +97,7 @@ def test_two_ranks_match_one(tmp_path, layout, redux):
     emb_file = tmp_path / "emb.npz"
     emb = make_embeddings(emb_file, n_cliques=8)
     if layout == "zarr":  # the chunked store: each rank reads its rows and streams candidates
-        from clews_pipe.evaluation.embedding_store import write_embeddings_store
+        from clews_pipe.embeddings.zarr_format import write_embeddings_store
 
         emb_file = write_embeddings_store(tmp_path / "emb.zarr", emb, block=4)
     env = dict(os.environ, PYTHONWARNINGS="ignore")
@@ -168,7 +168,7 @@ def _tiny_checkpoint_and_store(tmp_path, store_params=None):
     import torch
 
     from clews_pipe.features.cqt_params import CQTParams
-    from clews_pipe.features.store import create_store
+    from clews_pipe.store import create_store
     from clews_pipe.model.checkpoint import save_checkpoint
     from clews_pipe.model.run_config import load_train_config, to_plain_dict
     from clews_pipe.model.network import CLEWS
@@ -197,7 +197,7 @@ def _tiny_checkpoint_and_store(tmp_path, store_params=None):
 def test_checkpoint_and_store_path(tmp_path):
     import torch
 
-    from clews_pipe.evaluation.embed import cut_windows
+    from clews_pipe.embeddings.from_store import cut_windows
 
     ckpt, store, model, feats = _tiny_checkpoint_and_store(tmp_path)
     out = tmp_path / "out"

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from clews_pipe.cli.app import main
-from clews_pipe.evaluation.embeddings import Embeddings, load_embeddings, save_embeddings
-from clews_pipe.evaluation.embedding_store import read_embeddings
+from clews_pipe.embeddings.npz_format import Embeddings, load_embeddings, save_embeddings
+from clews_pipe.embeddings.formats import read_embeddings
 
 from test_evaluate_cli import _tiny_checkpoint_and_store, make_embeddings
 

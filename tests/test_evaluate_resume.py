@@ -14,8 +14,8 @@ import numpy as np
 import zarr
 
 from clews_pipe.cli.app import main
-from clews_pipe.evaluation.embed import EmbedSettings, embed_store
-from clews_pipe.evaluation.embedding_store import read_embeddings
+from clews_pipe.embeddings.from_store import EmbedSettings, embed_store
+from clews_pipe.embeddings.formats import read_embeddings
 
 from test_evaluate_cli import _tiny_checkpoint_and_store
 
@@ -37,7 +37,7 @@ def _snapshot(folder) -> dict:
 TWO_RANKS_SMALL_BLOCKS = textwrap.dedent(
     """
     import sys
-    import clews_pipe.evaluation.embed as embed
+    import clews_pipe.embeddings.from_store as embed
     from clews_pipe.cli.app import main
 
     embed.EMBED_BLOCK = 8  # blocks of one group: both ranks embed and write blocks of the store
@@ -49,8 +49,8 @@ TWO_RANKS_SMALL_BLOCKS = textwrap.dedent(
 def _more_tracks(store, n=20, seed=1):
     """Add ``n`` tracks (2-3 per clique, 6-40 s) to the test split of ``store``: more than one group
     of TRACKS_PER_READ, so that two ranks both embed."""
-    from clews_pipe.features.store import open_store
-    from clews_pipe.features.store import create_store
+    from clews_pipe.store import open_store
+    from clews_pipe.store import create_store
 
     rng = np.random.default_rng(seed)
     records, feats = [], []
@@ -66,7 +66,7 @@ def _more_tracks(store, n=20, seed=1):
 
 
 def test_embeddings_bit_identical_on_rerun_and_two_ranks(tmp_path):
-    from clews_pipe.evaluation.embed import TRACKS_PER_READ
+    from clews_pipe.embeddings.from_store import TRACKS_PER_READ
 
     ckpt, store, _, _ = _tiny_checkpoint_and_store(tmp_path)
     assert _more_tracks(store) == 25 > 2 * TRACKS_PER_READ
@@ -134,7 +134,7 @@ def test_killed_checkpoint_evaluation_resumes_without_reembedding(tmp_path, monk
 
     # rerun in-process: the embeddings are reused (not recomputed), only the 7 missing tiles are computed
     import clews_pipe.evaluation.distances as distances
-    import clews_pipe.evaluation.embed as embed
+    import clews_pipe.embeddings.from_store as embed
 
     calls = []
     real_tile = distances.tile_distances

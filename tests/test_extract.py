@@ -16,9 +16,9 @@ import soundfile as sf
 
 from clews_pipe.cli.app import main as cli_main
 from clews_pipe.errors import ClewsError
-from clews_pipe.features.store import layout, open_store
-from clews_pipe.pipeline.extract_config import extract_config, load_extract_config
-from clews_pipe.pipeline.extract_job import balanced_parts, effective_part_size, run_extract
+from clews_pipe.store import layout, open_store
+from clews_pipe.extract.config import extract_config, load_extract_config
+from clews_pipe.extract.job import balanced_parts, effective_part_size, run_extract
 
 SPLIT_PREFIX = "DiscogsVI-YT-20240701-light.json"
 SR = 16000
@@ -40,7 +40,7 @@ def scheduler():
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
     """Synthetic Discogs-VI corpus: 2 cliques x 2 versions of 5-7 s (mp3/flac/ogg/wav mix)."""
-    from clews_pipe.pipeline.demo_corpus import generate_corpus
+    from clews_pipe.datasets.demo_corpus import generate_corpus
 
     root = tmp_path_factory.mktemp("demo")
     return generate_corpus(root, cliques=2, seed=3, versions_min=2, versions_max=2,
@@ -150,7 +150,7 @@ def test_config_cli_values_override_yaml_and_dotlist(tmp_path):
 
 
 def test_slurm_job_script_is_generated_from_config_without_slurm(tmp_path):
-    from clews_pipe.pipeline.cluster import slurm_job_script
+    from clews_pipe.extract.cluster import slurm_job_script
 
     logs = tmp_path / "logs" / "dask"
     conf = load_extract_config(None, [

@@ -5,7 +5,8 @@ import math
 import numpy as np
 import pytest
 
-from clews_pipe.retrieval.metrics import markdown_table, mean_ci, query_metrics, self_columns, summarize
+from clews_pipe.reporting.eval_dir import markdown_table
+from clews_pipe.retrieval.metrics import mean_ci, query_metrics, self_columns, summarize
 
 CAND_TRACKS = ["t0", "t1", "t2", "t3", "t4"]
 CAND_CLIQUE = [1, 1, 2, 1, 3]

@@ -10,7 +10,7 @@ import soundfile as sf
 
 from clews_pipe.audio.decode import AudioDecodeError, decode_audio
 from clews_pipe.features.cqt_params import CQTParams
-from clews_pipe.pipeline.extract_job import extract_track, worker_extractor
+from clews_pipe.extract.job import extract_track, worker_extractor
 
 SR = 16000
 

@@ -7,10 +7,10 @@ import pytest
 
 from clews_pipe.errors import ClewsError
 from clews_pipe.evaluation.distances import TileSettings
-from clews_pipe.evaluation.embedding_store import open_embeddings
-from clews_pipe.evaluation.embeddings import Embeddings, load_embeddings, save_embeddings
-from clews_pipe.evaluation.npz_rows import NpzMemberRows, RowsView
-from clews_pipe.evaluation.protocols import evaluate_track_level
+from clews_pipe.embeddings.formats import open_embeddings
+from clews_pipe.embeddings.npz_format import Embeddings, load_embeddings, save_embeddings
+from clews_pipe.embeddings.npz_rows import NpzMemberRows, RowsView
+from clews_pipe.evaluation.evaluate import evaluate_track_level
 
 
 def _set(n=60, s=4, d=8, seed=0, dtype=np.float16):

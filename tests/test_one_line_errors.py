@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from clews_pipe.cli.app import main
-from clews_pipe.evaluation.embeddings import Embeddings, save_embeddings
+from clews_pipe.embeddings.npz_format import Embeddings, save_embeddings
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = REPO / "configs" / "tiny-cpu.yaml"

@@ -17,7 +17,7 @@ import torch
 
 from clews_pipe.cli.app import main
 from clews_pipe.retrieval.metrics import query_metrics, self_columns
-from clews_pipe.retrieval.protocol import Protocol, composite_monitor
+from clews_pipe.retrieval.protocol_options import Protocol, composite_monitor
 from clews_pipe.retrieval.tiles import tile_distances
 
 REDUXES = ("min", "meanmin", "best-5", "bpwr-10", "bpwr-5")

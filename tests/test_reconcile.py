@@ -17,9 +17,9 @@ import pytest
 import soundfile as sf
 
 from clews_pipe.cli.app import main
-from clews_pipe.features.store import layout, open_store
-from clews_pipe.pipeline.extract_config import extract_config
-from clews_pipe.pipeline.extract_job import run_extract
+from clews_pipe.store import layout, open_store
+from clews_pipe.extract.config import extract_config
+from clews_pipe.extract.job import run_extract
 
 SPLIT_PREFIX = "DiscogsVI-YT-20240701-light.json"
 IDS = {"a": "AaSine440aa", "b": "BbSine660bb", "c": "CcSine880cc", "bad": "DdGarbage00"}

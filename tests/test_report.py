@@ -6,16 +6,17 @@ formats), so the page's content is checked against known values, not against the
 
 from __future__ import annotations
 
+import http.server
 import json
+import re
 import shutil
-import socket
 import subprocess
 import threading
 
 import pytest
 
 from clews_pipe.cli.app import main
-from clews_pipe.evaluation.plots import SegmentCurve, plot_segment_curves
+from clews_pipe.reporting.plots import SegmentCurve, plot_segment_curves
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 needs_browser = pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (make test installs it as root)")
@@ -74,59 +75,75 @@ def test_report_errors_are_one_line(tmp_path, capsys):
     assert err.startswith("error: ") and err.count("\n") == 1 and "metrics.json" in err
 
 
-def _requests_host(raw: bytes) -> str:
-    """Host of a proxied request line (``GET http://host/...`` or ``CONNECT host:443``)."""
-    target = raw.split(b" ", 2)[1].decode(errors="replace") if raw.count(b" ") >= 2 else ""
-    return target.split("://", 1)[-1].split("/", 1)[0].split(":", 1)[0]
+class _ProbeServer:
+    """A loopback HTTP server that records the paths asked of it (each probe has its own path).
+
+    Only requests for a probe's own path count, so whatever Chromium fetches on its own (update
+    checks, time queries, ...) can never reach or affect the check."""
+
+    def __init__(self):
+        self.paths: list[str] = []
+        seen = self.paths
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):  # noqa: N802 (http.server's name)
+                seen.append(self.path)
+                self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def url(self, name: str) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}/{name}.png"
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.server.shutdown()
+        self.server.server_close()
 
 
-def _page_requests(page, tmp_path) -> tuple[str, list[str]]:
-    """Render ``page`` in headless Chromium behind a recording proxy: (DOM, hosts the page asked for).
+def _render(page, tmp_path) -> str:
+    """The DOM of ``page`` after headless Chromium ran it (background networking off)."""
+    return _chromium(f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=3000", "--dump-dom",
+                     page.as_uri())
 
-    Chromium itself talks to google.com services (account and time checks) whatever the page is;
-    those hosts are left out. Everything else that reaches the proxy came from the page."""
-    seen: list[bytes] = []
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(16)
-    listener.settimeout(0.3)
-    stop = threading.Event()
 
-    def record():
-        while not stop.is_set():
-            try:
-                conn, _ = listener.accept()
-            except OSError:
-                continue
-            seen.append(conn.recv(1024))
-            conn.close()
-
-    thread = threading.Thread(target=record, daemon=True)
-    thread.start()
-    try:
-        dom = _chromium(f"--proxy-server=http://127.0.0.1:{listener.getsockname()[1]}", "--proxy-bypass-list=<-loopback>",
-                        f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=3000", "--dump-dom",
-                        page.as_uri())
-    finally:
-        stop.set()
-        thread.join(2)
-        listener.close()
-    hosts = [_requests_host(raw) for raw in seen]
-    return dom, [h for h in hosts if not (h == "google.com" or h.endswith(".google.com"))]
+def _with_probe(page_html: str, url: str) -> str:
+    """The page with one image load of ``url`` added at the end of its body."""
+    return page_html.replace("</body>", f"<img alt='probe' src='{url}'></body>")
 
 
 @needs_browser
-def test_report_renders_in_chromium_and_requests_nothing(eval_dir, tmp_path):
-    assert main(["report", str(eval_dir), "--out", str(tmp_path / "r.html")]) == 0
-    dom, requested = _page_requests(tmp_path / "r.html", tmp_path)
+def test_report_renders_in_chromium_and_its_policy_forbids_every_load(eval_dir, tmp_path):
+    report = tmp_path / "r.html"
+    assert main(["report", str(eval_dir), "--out", str(report)]) == 0
+    dom = _render(report, tmp_path)
     assert dom.count('<tr class="query">') == len(QUERIES), dom[:500]
     assert 'id="metrics"' in dom and 'id="provenance"' in dom
-    assert requested == []
-    # control: a page that does fetch something is caught by the same check
-    control = tmp_path / "control.html"
-    control.write_text("<html><body><img src='http://cdn.example.org/x.png'></body></html>")
-    _, requested = _page_requests(control, tmp_path)
-    assert requested == ["cdn.example.org"]
+    # the policy is in the rendered page, and it forbids every load by default
+    policy = re.search(r'<meta http-equiv="Content-Security-Policy" content="([^"]*)"', dom)
+    assert policy is not None, dom[:500]
+    directives = {d.split()[0]: d.split()[1:] for d in policy.group(1).split(";") if d.strip()}
+    assert directives["default-src"] == ["'none'"]
+    assert directives["img-src"] == ["data:"] and "connect-src" not in directives
+    with _ProbeServer() as probe:
+        # the report's own page with a load added: the browser refuses it
+        blocked = tmp_path / "blocked.html"
+        blocked.write_text(_with_probe(report.read_text(), probe.url("report")))
+        _render(blocked, tmp_path)
+        # control: the same load in a page without the policy reaches the server
+        control = tmp_path / "control.html"
+        control.write_text(_with_probe("<html><body></body></html>", probe.url("control")))
+        _render(control, tmp_path)
+    assert "/control.png" in probe.paths, f"the control load was not seen: {probe.paths}"
+    assert "/report.png" not in probe.paths
 
 
 def test_plot_overlays_runs_with_chance_and_clipped_bands(tmp_path):

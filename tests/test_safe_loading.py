@@ -120,8 +120,8 @@ def test_crafted_faiss_header_is_refused_before_allocation(tmp_path, capsys):
     """A flat index whose codes length says 2^36 floats (256 GiB): one line, nothing allocated."""
     import struct
 
-    from clews_pipe.evaluation.embeddings import Embeddings, save_embeddings
-    from clews_pipe.evaluation.segment_index import mapping_path
+    from clews_pipe.embeddings.npz_format import Embeddings, save_embeddings
+    from clews_pipe.search.segment_index import mapping_path
 
     rng = np.random.default_rng(1)
     n, s, d = 4, 3, 8

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 
 from clews_pipe.cli.app import main
-from clews_pipe.evaluation.audio_embed import FileEmbedding, save_file_embedding
-from clews_pipe.evaluation.embeddings import Embeddings, save_embeddings
-from clews_pipe.evaluation.segment_index import build_segment_index, load_segment_index, mapping_path, search_tracks
+from clews_pipe.embeddings.from_audio import FileEmbedding, save_file_embedding
+from clews_pipe.embeddings.npz_format import Embeddings, save_embeddings
+from clews_pipe.search.segment_index import build_segment_index, load_segment_index, mapping_path, search_tracks
 
 HOP = 5.0
 
@@ -215,7 +215,7 @@ def test_bad_index_kind_and_params(tmp_path, capsys):
 def test_matches_named_by_the_store_with_four_significant_digits(tmp_path, capsys, extracted_demo_store, demo_corpus):
     """--store adds each match's clique, title and artist (read here from the corpus' own split and
     .meta files, not from the store); the table prints distances with 4 significant digits."""
-    from clews_pipe.features.store import open_store
+    from clews_pipe.store import open_store
 
     track_ids = sorted(open_store(extracted_demo_store).tracks().index.astype(str))
     rng = np.random.default_rng(3)

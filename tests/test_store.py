@@ -14,7 +14,7 @@ import zarr
 
 from clews_pipe.cli.app import main
 from clews_pipe.errors import ClewsError
-from clews_pipe.features.store import INDEX_COLUMNS, create_store, open_store
+from clews_pipe.store import INDEX_COLUMNS, create_store, open_store
 
 CQT = {"samplerate": 16000, "hoplen": 0.02, "noctaves": 7, "nbinsoct": 12, "fscale": 1.0, "pool": 5}
 BACKENDS = ["zarr", "hdf5"]

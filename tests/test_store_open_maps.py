@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 
 from clews_pipe.errors import ClewsError
-from clews_pipe.features.store import create_store, open_store
-from clews_pipe.features.store.reader import DEFAULT_MAX_OPEN_MAPS
+from clews_pipe.store import create_store, open_store
+from clews_pipe.store.reader import DEFAULT_MAX_OPEN_MAPS
 
 N_PARTS = 2000
 FRAMES = 6
@@ -47,7 +47,7 @@ _READER = r"""
 import json, os, resource, sys
 import numpy as np
 resource.setrlimit(resource.RLIMIT_NOFILE, (256, 256))
-from clews_pipe.features.store import open_store
+from clews_pipe.store import open_store
 store = open_store(sys.argv[1])
 ids = list(store.index.index)
 rng = np.random.default_rng(0)

@@ -79,7 +79,7 @@ def test_resume_continues_the_same_rng_stream(extracted_demo_store, tmp_path):
 
 
 def test_non_finite_loss_stops_with_a_clear_message(tmp_path, capsys):
-    from clews_pipe.features.store import create_store
+    from clews_pipe.store import create_store
 
     store = tmp_path / "nan.store"
     writer = create_store(store)
@@ -102,7 +102,7 @@ def test_non_finite_loss_stops_with_a_clear_message(tmp_path, capsys):
 
 def test_bad_inputs_are_one_line(extracted_demo_store, tmp_path, capsys):
     cases = [
-        ([f"data.train_split=nosuch"], "nosuch"),
+        (["data.train_split=nosuch"], "nosuch"),
         (["training.nosuchkey=1"], "training.nosuchkey"),
         (["training.epochs=two"], "training.epochs"),
     ]

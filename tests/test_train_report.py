@@ -43,7 +43,7 @@ def trained(extracted_demo_store, tmp_path_factory):
 
 
 def test_banner_progress_and_summary(trained, extracted_demo_store):
-    from clews_pipe.features.store import open_store
+    from clews_pipe.store import open_store
 
     run, first, _ = trained
     assert first.returncode == 0, first.stderr[-3000:]

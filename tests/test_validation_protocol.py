@@ -36,7 +36,7 @@ def test_published_validation_settings():
 
 
 def test_validation_blocks_are_shingled_every_10_s(extracted_demo_store):
-    from clews_pipe.features.dataset import make_train_loader
+    from clews_pipe.training.dataset import make_train_loader
 
     conf = _conf("data.workers=0")
     loader = make_train_loader(extracted_demo_store, validation_data_conf(conf), batch_size=2, seed=0, workers=0,

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from clews_pipe.pipeline.cluster import dask_client
-from clews_pipe.pipeline.extract_config import extract_config
+from clews_pipe.extract.cluster import dask_client
+from clews_pipe.extract.config import extract_config
 
 
 def _fails(x):

@@ -24,7 +24,7 @@ PLAIN_LINE = re.compile(r"^\[\d\d:\d\d:\d\d\] ", re.M)
 
 
 def _tracks(store: Path) -> int:
-    from clews_pipe.features.store import open_store
+    from clews_pipe.store import open_store
 
     index = open_store(store).index
     return int((index["status"] == "ok").sum())
@@ -150,7 +150,7 @@ def test_train_two_nodes_cancelled_and_resubmitted_equals_uninterrupted(work, st
     wait_job(part, 300, until=lambda info: _epoch_of(work / "run-cancelled") >= 1
              or info.get("JobState") in ("COMPLETED", "FAILED", "CANCELLED"))
     subprocess.run(["scancel", part], check=True)
-    info = record(part, f"train.sbatch 2 nodes x 1 CPU task, scancel after epoch 1", wait_job(part, 120))
+    info = record(part, "train.sbatch 2 nodes x 1 CPU task, scancel after epoch 1", wait_job(part, 120))
     assert info["JobState"] == "CANCELLED"
     stopped_at = _epoch_of(work / "run-cancelled")
     assert 1 <= stopped_at < EPOCHS

@@ -131,10 +131,28 @@ def _short_message(exc: BaseException) -> str:
     return " ".join(str(text).split())
 
 
+@dataclass
+class _DecodeProgress:
+    """What the packet loop has seen so far."""
+
+    mixer: "_MonoMixer"
+    n_in: int = 0
+    in_rate: int = 0
+    needed: float = math.inf
+    errors: int = 0
+    first_error: str = ""
+    error_at: float = 0.0
+
+    def error(self, exc) -> None:
+        self.errors += 1
+        if not self.first_error:
+            self.first_error = _short_message(exc)
+            self.error_at = self.n_in / self.in_rate if self.in_rate else 0.0
+
+
 def decode_audio(path, samplerate: int = 16000, max_seconds: float = 600.0) -> DecodedAudio:
     """Decode ``path`` to mono float32 at ``samplerate`` Hz, at most the first ``max_seconds``."""
     import av
-    import soxr
 
     path = Path(path)
     try:
@@ -145,14 +163,6 @@ def decode_audio(path, samplerate: int = 16000, max_seconds: float = 600.0) -> D
         raise AudioDecodeError(f"{path}: empty file (0 bytes)")
     if max_seconds <= 0:
         raise ClewsError(f"max_seconds must be > 0, got {max_seconds}")
-
-    mixer = _MonoMixer()
-    n_in = 0
-    in_rate = 0
-    errors = 0
-    first_error = ""
-    error_at = 0.0
-    stopped_early = False
     try:
         container = av.open(str(path), metadata_errors="ignore")
     except (av.error.FFmpegError, OSError, ValueError) as exc:
@@ -162,48 +172,59 @@ def decode_audio(path, samplerate: int = 16000, max_seconds: float = 600.0) -> D
             raise AudioDecodeError(f"{path}: no audio stream in {container.format.name} container")
         stream = container.streams.audio[0]
         source_duration = _stated_duration(container, stream)
-        in_rate = stream.codec_context.sample_rate or 0
-        needed = math.inf if not in_rate else math.ceil(max_seconds * in_rate)
-        packets = container.demux(stream)
-        while n_in < needed:
-            try:
-                packet = next(packets)
-            except StopIteration:
-                break
-            except av.error.FFmpegError as exc:  # the container itself is broken from here on
-                errors += 1
-                first_error = first_error or _short_message(exc)
-                error_at = n_in / in_rate if in_rate else 0.0
-                break
-            try:
-                frames = packet.decode()
-            except av.error.FFmpegError as exc:  # a damaged packet: skip it, keep going
-                errors += 1
-                if not first_error:
-                    first_error = _short_message(exc)
-                    error_at = n_in / in_rate if in_rate else 0.0
-                if errors > MAX_DECODE_ERRORS:
-                    break
-                continue
-            for frame in frames:
-                if not in_rate or frame.sample_rate != in_rate:
-                    if n_in and frame.sample_rate != in_rate:
-                        raise AudioDecodeError(
-                            f"{path}: sample rate changes mid-stream ({in_rate} -> {frame.sample_rate} Hz)"
-                        )
-                    in_rate = frame.sample_rate
-                    needed = math.ceil(max_seconds * in_rate)
-                n_in += mixer.add(frame)
-        stopped_early = n_in >= needed
-
-    if n_in == 0 or not in_rate:
-        why = f"decode failed: {first_error}" if first_error else "no audio samples decoded"
+        progress = _demux_and_mix(path, container, stream, max_seconds)
+    if progress.n_in == 0 or not progress.in_rate:
+        why = f"decode failed: {progress.first_error}" if progress.first_error else "no audio samples decoded"
         raise AudioDecodeError(f"{path}: {why}")
+    return _finish(path, progress, samplerate, max_seconds, source_duration)
 
-    waveform = mixer.waveform()
-    capped = bool(stopped_early)
+
+def _demux_and_mix(path: Path, container, stream, max_seconds: float) -> _DecodeProgress:
+    """Decode packets of ``stream`` into a mono mix until ``max_seconds`` of input are in; a damaged
+    packet is skipped and counted (up to :data:`MAX_DECODE_ERRORS`), a broken container ends it."""
+    import av
+
+    progress = _DecodeProgress(_MonoMixer(), in_rate=stream.codec_context.sample_rate or 0)
+    if progress.in_rate:
+        progress.needed = math.ceil(max_seconds * progress.in_rate)
+    packets = container.demux(stream)
+    while progress.n_in < progress.needed:
+        try:
+            packet = next(packets)
+        except StopIteration:
+            break
+        except av.error.FFmpegError as exc:  # the container itself is broken from here on
+            progress.error(exc)
+            break
+        try:
+            frames = packet.decode()
+        except av.error.FFmpegError as exc:  # a damaged packet: skip it, keep going
+            progress.error(exc)
+            if progress.errors > MAX_DECODE_ERRORS:
+                break
+            continue
+        for frame in frames:
+            if not progress.in_rate or frame.sample_rate != progress.in_rate:
+                if progress.n_in and frame.sample_rate != progress.in_rate:
+                    raise AudioDecodeError(
+                        f"{path}: sample rate changes mid-stream ({progress.in_rate} -> {frame.sample_rate} Hz)"
+                    )
+                progress.in_rate = frame.sample_rate
+                progress.needed = math.ceil(max_seconds * progress.in_rate)
+            progress.n_in += progress.mixer.add(frame)
+    return progress
+
+
+def _finish(path: Path, progress: _DecodeProgress, samplerate: int, max_seconds: float,
+            source_duration: float) -> DecodedAudio:
+    """The decoded mix capped, cleaned of NaN/inf, resampled to ``samplerate``, with its notes."""
+    import soxr
+
+    in_rate = progress.in_rate
+    waveform = progress.mixer.waveform()
+    capped = progress.n_in >= progress.needed
     if capped:
-        waveform = waveform[: int(needed)]
+        waveform = waveform[: int(progress.needed)]
     nonfinite, n_samples = 0, int(waveform.shape[0])
     if not np.isfinite(waveform.sum(dtype=np.float64)):  # float codecs/files can hold inf/nan
         bad = ~np.isfinite(waveform)
@@ -212,19 +233,14 @@ def decode_audio(path, samplerate: int = 16000, max_seconds: float = 600.0) -> D
             raise AudioDecodeError(f"{path}: all {nonfinite} decoded samples are NaN or infinite")
         waveform[bad] = 0.0
     decoded_seconds = waveform.shape[0] / in_rate
-
     if in_rate != samplerate:
         waveform = soxr.resample(waveform, in_rate, samplerate, quality="HQ")
-    max_out = int(round(max_seconds * samplerate))
-    if waveform.shape[0] > max_out:
-        waveform = waveform[:max_out]
-    waveform = np.ascontiguousarray(waveform, dtype=np.float32)
-
+    waveform = np.ascontiguousarray(waveform[: int(round(max_seconds * samplerate))], dtype=np.float32)
     notes = []
     if nonfinite:
         notes.append(f"{nonfinite} of {n_samples} samples were NaN or infinite (set to 0)")
-    if errors:
-        notes.append(f"{errors} decode error(s) from {error_at:.1f} s ({first_error})")
+    if progress.errors:
+        notes.append(f"{progress.errors} decode error(s) from {progress.error_at:.1f} s ({progress.first_error})")
     if not capped and math.isfinite(source_duration):
         shortfall = source_duration - decoded_seconds
         if shortfall > SHORTFALL_SECONDS + SHORTFALL_FRACTION * source_duration:

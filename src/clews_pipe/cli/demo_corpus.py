@@ -24,7 +24,7 @@ def demo_corpus(
 ) -> None:
     """Synthesise musical versions (same melody/harmony; own key, tempo, timbre, structure, noise)."""
     from clews_pipe.errors import ClewsError
-    from clews_pipe.pipeline.demo_corpus import generate_corpus
+    from clews_pipe.datasets.demo_corpus import generate_corpus
 
     try:
         fractions = tuple(float(v) for v in splits.split(","))

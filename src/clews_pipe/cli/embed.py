@@ -22,7 +22,7 @@ def embed(
     quiet: bool = typer.Option(False, "--quiet", help="no progress bar"),
 ) -> None:
     """Embed audio files (any container PyAV reads); undecodable files are reported and skipped."""
-    from clews_pipe.evaluation.audio_embed import collect_audio_jobs, default_decode_workers, embed_audio_files
+    from clews_pipe.embeddings.from_audio import collect_audio_jobs, default_decode_workers, embed_audio_files
     from clews_pipe.model.checkpoint import load_model
     from clews_pipe.progress import progress_bar
 

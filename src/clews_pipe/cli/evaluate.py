@@ -52,9 +52,9 @@ def evaluate(
     """Distance matrix + MAP / MR1 / NAR for a checkpoint on a store split, or for an embeddings file."""
     from clews_pipe.evaluation.distances import TileSettings
     from clews_pipe.evaluation.job import EvaluateJob
-    from clews_pipe.evaluation.protocols import run_on_ranks
+    from clews_pipe.ranks import run_on_ranks
 
-    from clews_pipe.retrieval.protocol import Protocol
+    from clews_pipe.retrieval.protocol_options import Protocol
 
     from clews_pipe.atomic import check_dir_target
 

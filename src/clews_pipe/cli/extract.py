@@ -26,7 +26,7 @@ def extract(
     allow_split_overlap: bool = typer.Option(False, "--allow-split-overlap", help="accept ids listed in a training and an evaluated split (the first listed wins)"),
 ) -> None:
     """Extract CQT features of every catalog track into STORE (reruns only do what is missing)."""
-    from clews_pipe.pipeline.extract_config import load_extract_config
+    from clews_pipe.extract.config import load_extract_config
 
     conf = load_extract_config(
         config, overrides or [],
@@ -36,13 +36,13 @@ def extract(
         allow_split_overlap=True if allow_split_overlap else None,
     )
     if print_job_script:
-        from clews_pipe.pipeline.cluster import slurm_job_script
+        from clews_pipe.extract.cluster import slurm_job_script
 
         typer.echo(slurm_job_script(conf))
         return
 
-    from clews_pipe.pipeline.extract_job import run_extract
-    from clews_pipe.pipeline.extract_report import ExtractProgress, print_summary
+    from clews_pipe.extract.job import run_extract
+    from clews_pipe.extract.report import ExtractProgress, print_summary
 
     with ExtractProgress(enabled=bool(conf.progress)) as progress:
         summary = run_extract(conf, on_start=progress.start, on_part=progress.part_done)

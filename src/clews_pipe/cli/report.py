@@ -13,7 +13,7 @@ def report(
     out: Optional[Path] = typer.Option(None, "--out", help="HTML file to write (default EVAL_DIR/report.html)"),
 ) -> None:
     """One self-contained HTML file: metrics, provenance, figures and the per-query table."""
-    from clews_pipe.evaluation.report import write_report
+    from clews_pipe.reporting.html_report import write_report
 
     typer.echo(f"report: {write_report(eval_dir, out)}")
 
@@ -24,7 +24,7 @@ def plot(
     labels: Optional[str] = typer.Option(None, "--labels", help="comma-separated names, one per folder"),
 ) -> None:
     """Overlay the segment-level NAR and MAP curves of several evaluations."""
-    from clews_pipe.evaluation.plots import plot_eval_dirs
+    from clews_pipe.reporting.plots import plot_eval_dirs
 
     names = [s.strip() for s in labels.split(",")] if labels else None
     typer.echo(f"plot: {plot_eval_dirs(list(eval_dirs), out, names)}")

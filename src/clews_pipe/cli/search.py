@@ -32,9 +32,9 @@ def build(
 ) -> None:
     """Index every unpadded segment with its track and start time. Approximate kinds measure their
     recall@10 against exact search and tune their search setting to --target-recall (last line)."""
-    from clews_pipe.evaluation.ann import check_kind
-    from clews_pipe.evaluation.ann_recall import RecallReport, check_target
-    from clews_pipe.evaluation.segment_index import build_segment_index, mapping_path
+    from clews_pipe.search.ann import check_kind
+    from clews_pipe.search.recall import RecallReport, check_target
+    from clews_pipe.search.segment_index import build_segment_index, mapping_path
 
     check_target(target_recall)
     if recall_queries < 1:
@@ -68,8 +68,8 @@ def search(
 ) -> None:
     """Best-matching tracks by R_min (closest pair of query and candidate segments), with the pair's times.
     Approximate indexes propose candidate tracks; they are re-ranked by their exact R_min."""
-    from clews_pipe.evaluation.audio_embed import embed_audio_file, load_file_embedding
-    from clews_pipe.evaluation.segment_index import load_segment_index, search_tracks
+    from clews_pipe.embeddings.from_audio import embed_audio_file, load_file_embedding
+    from clews_pipe.search.segment_index import load_segment_index, search_tracks
 
     seg_index = load_segment_index(index, {"nprobe": nprobe, "ef_search": ef_search})
     if not query.is_file():
@@ -112,7 +112,7 @@ def _recall_summary(seg_index) -> dict:
 
 def _track_info(store_path: Path):
     """``track -> {clique, title, artist}`` from the store's index (empty strings when unknown)."""
-    from clews_pipe.features.store import open_store
+    from clews_pipe.store import open_store
 
     index = open_store(store_path).index
 

@@ -16,7 +16,7 @@ def info(
     as_json: bool = typer.Option(False, "--json", help="print one JSON object (with every non-ok track under 'problems')"),
 ) -> None:
     """Tracks per split and status, hours of audio, frames and bytes on disk."""
-    from clews_pipe.features.store import open_store
+    from clews_pipe.store import open_store
 
     summary = open_store(store).summary(include_problems=as_json)
     if as_json:
@@ -28,7 +28,7 @@ def info(
 @store_app.command("verify")
 def verify(store: Path = typer.Argument(..., help="feature store directory")) -> None:
     """Check every part file and every ok/truncated track; exit 1 with one line per problem."""
-    from clews_pipe.features.store import open_store
+    from clews_pipe.store import open_store
 
     opened = open_store(store, tolerate_damaged=True)
     problems = opened.verify()
@@ -44,7 +44,7 @@ def _print_summary(summary: dict) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from clews_pipe.features.store import STATUSES
+    from clews_pipe.store import STATUSES
 
     table = Table(title=f"{summary['path']} ({summary['backend']})")
     table.add_column("split")

@@ -23,7 +23,6 @@ each is mirrored into its transposed chunk.
 
 from __future__ import annotations
 
-import hashlib
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +31,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+from clews_pipe.digests import arrays_sha1
 from clews_pipe.errors import ClewsError
 from clews_pipe.retrieval.redux import Redux
 from clews_pipe.retrieval.tiles import (
@@ -50,25 +50,8 @@ class TileSettings:
 
 
 def fingerprint(*arrays: np.ndarray, extra: str = "") -> str:
-    """Content hash of every value of every array (shapes and dtypes too): SHA-1 over the raw
-    bytes, fed in 64 MiB blocks without copying contiguous arrays (~0.6 GB/s on one slow core);
-    a change anywhere means a new matrix, never stale tiles."""
-    digest = hashlib.sha1(extra.encode())
-    for arr in arrays:
-        if hasattr(arr, "digest"):  # a chunked store's rows: their recorded content digest
-            digest.update(f"{tuple(arr.shape)}{arr.dtype}{arr.digest}".encode())
-            continue
-        arr = np.asarray(arr)
-        digest.update(f"{arr.shape}{arr.dtype}".encode())
-        flat = arr.reshape(-1)
-        if flat.dtype.kind in "UO":
-            digest.update("\x1f".join(map(str, flat.tolist())).encode())
-            continue
-        flat = np.ascontiguousarray(flat)
-        step = max(1, (64 << 20) // max(flat.itemsize, 1))
-        for start in range(0, flat.size, step):
-            digest.update(memoryview(flat[start:start + step]).cast("B"))
-    return digest.hexdigest()
+    """Content hash of the matrix's inputs (:func:`clews_pipe.digests.arrays_sha1`)."""
+    return arrays_sha1(*arrays, extra=extra)
 
 
 def row_blocks_for_rank(n_blocks: int, rank: int, world_size: int, symmetric: bool) -> list[int]:
@@ -237,7 +220,7 @@ def compute_distance_matrix(
     interrupted run over the same inputs and settings) are skipped.
 
     The embeddings may be numpy arrays or the lazy rows of a chunked embeddings store
-    (:func:`~clews_pipe.evaluation.embedding_store.open_embeddings`): a rank then reads only its
+    (:func:`~clews_pipe.embeddings.formats.open_embeddings`): a rank then reads only its
     query rows, one tile at a time, and streams candidate blocks (see :class:`CandidateFeed`),
     so its memory is set by the tile and block sizes. With ``settings.precision`` tf32/bf16
     every value that decides a rank is recomputed in float32 afterwards (:func:`_refine_rows`).

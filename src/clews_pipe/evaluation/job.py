@@ -16,7 +16,7 @@ from typing import Optional
 
 from clews_pipe.errors import ClewsError
 from clews_pipe.evaluation.distances import TileSettings
-from clews_pipe.retrieval.protocol import DEFAULT_PROTOCOL, Protocol
+from clews_pipe.retrieval.protocol_options import DEFAULT_PROTOCOL, Protocol
 from clews_pipe.retrieval.redux import Redux
 
 LEVELS = ("track", "segment")
@@ -95,8 +95,8 @@ class EvaluateJob:
         )
 
     def __call__(self, ctx):
-        from clews_pipe.evaluation.protocols import SEGMENT_REDUX, evaluate_segment_level, evaluate_track_level
-        from clews_pipe.evaluation.provenance import evaluation_provenance
+        from clews_pipe.evaluation.evaluate import SEGMENT_REDUX, evaluate_segment_level, evaluate_track_level
+        from clews_pipe.embeddings.provenance import evaluation_provenance
 
         emb, inputs = self._embeddings(ctx)
         redux = self.redux if self.level == "track" else SEGMENT_REDUX
@@ -115,10 +115,10 @@ class EvaluateJob:
     def _embeddings(self, ctx):
         """``(embeddings, provenance of their inputs)``; reused from ``OUT`` when their fingerprint matches."""
         if self.embeddings is not None:
-            from clews_pipe.evaluation.embed import embeddings_file_provenance
+            from clews_pipe.embeddings.from_store import embeddings_file_provenance
 
             return embeddings_file_provenance(self.embeddings)
-        from clews_pipe.evaluation.embed import EmbedSettings, embed_or_reuse
+        from clews_pipe.embeddings.from_store import EmbedSettings, embed_or_reuse
 
         emb, inputs, _ = embed_or_reuse(
             self.checkpoint, self.store, self.split, Path(self.out) / "embeddings.zarr",  # chunked, written in place

@@ -14,7 +14,7 @@ negatives after its worst positive never matter. Per block of rows this module
 
 The definitions are :func:`clews_pipe.retrieval.metrics.query_metrics`' (the query's own column
 left out of the list; ties by column order) and the nearest candidates are
-:func:`clews_pipe.evaluation.per_query.nearest`'s, so ``per_query.csv`` and ``metrics.json`` do
+:func:`clews_pipe.reporting.per_query.nearest`'s, so ``per_query.csv`` and ``metrics.json`` do
 not change. Results of a distance matrix's row blocks are stored beside it (``per_query/`` in
 ``distances.zarr``, chunked by row block, ``rows_done`` marks finished blocks): each rank writes
 its own blocks, and rank 0 only reads N small rows back and reduces them.
@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from clews_pipe.errors import ClewsError
-from clews_pipe.evaluation.per_query import N_NEIGHBOURS
+from clews_pipe.reporting.per_query import N_NEIGHBOURS
 from clews_pipe.retrieval.metrics import QueryMetrics, expected_random_ap
 
 FLOAT_FIELDS = ("ap", "r1", "nar", "arp", "chance_ap")

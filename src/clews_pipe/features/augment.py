@@ -1,4 +1,4 @@
-"""Batched constant-Q-domain augmentations for CLEWS training (FACTS.md, "CQ augmentations").
+"""Batched constant-Q-domain augmentations for CLEWS training (docs/clews-method.md, "Training batches, schedule and augmentations").
 
 Each transform takes a whole batch, ``(N, bins, frames)`` or ``(N, S, bins, frames)``, on any
 device, and draws every random number from a ``torch.Generator`` passed in, so the same seed

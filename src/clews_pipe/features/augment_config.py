@@ -1,6 +1,6 @@
 """The config section ``augment:`` of a training run: the one declaration of the CQ augmentation defaults.
 
-Defaults are the published Discogs-VI probabilities (FACTS.md: 0.1 each; SHS100K uses 0.4 / 0.3 /
+Defaults are the published Discogs-VI probabilities (docs/clews-method.md, "Training batches": 0.1 each; SHS100K uses 0.4 / 0.3 /
 0.5, set in ``configs/shs-clews.yaml``). Torch-free so configs load without importing torch;
 :class:`clews_pipe.features.augment.AugmentParams` is built from this section and nothing else.
 """

@@ -1,4 +1,4 @@
-"""The CQT of the store contract and of the CLEWS model (FACTS.md).
+"""The CQT of the store contract and of the CLEWS model (docs/clews-method.md, "CQT").
 
 nnAudio ``CQT1992v2(sr=16000, hop_length=320, n_bins=84, bins_per_octave=12, filter_scale=1)``,
 magnitude, then ``AvgPool1d(5, 5)`` in time: 84 bins at 10 frames/s.

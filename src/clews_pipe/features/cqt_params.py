@@ -2,7 +2,7 @@
 
 Extraction writes them to ``store.json``, the model is built from them, and training and
 evaluation check a store against a model with :meth:`CQTParams.require_equal`. Defaults are the
-published ones (FACTS.md): 16 kHz, hop 20 ms, 7 octaves x 12 bins, filter scale 1, pooled x5.
+published ones (docs/clews-method.md, "CQT"): 16 kHz, hop 20 ms, 7 octaves x 12 bins, filter scale 1, pooled x5.
 """
 
 from __future__ import annotations

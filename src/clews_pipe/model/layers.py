@@ -1,4 +1,4 @@
-"""Building blocks of the CLEWS network (FACTS.md); attribute names follow the official checkpoints."""
+"""Building blocks of the CLEWS network (docs/clews-method.md, "Network"); attribute names follow the official checkpoints."""
 
 from __future__ import annotations
 

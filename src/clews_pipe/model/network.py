@@ -1,4 +1,4 @@
-"""The CLEWS network (FACTS.md): CQT → frontend → IBN residual backbone → GeM → BN + linear projection.
+"""The CLEWS network (docs/clews-method.md, "Network"): CQT → frontend → IBN residual backbone → GeM → BN + linear projection.
 
 Module names and shapes follow the official checkpoints, so a published ``checkpoint_best.ckpt``
 loads with ``strict=True``. Training and evaluation feed stored CQT frames to :meth:`CLEWS.embed`;

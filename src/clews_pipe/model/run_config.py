@@ -18,7 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 from clews_pipe.config import load_config
 from clews_pipe.errors import ClewsError
 from clews_pipe.features.augment_config import AugmentConfig
-from clews_pipe.retrieval.protocol import DEFAULT_PROTOCOL, PROTOCOLS
+from clews_pipe.retrieval.protocol_options import DEFAULT_PROTOCOL, PROTOCOLS
 from clews_pipe.retrieval.redux import Redux
 
 MONITORS = ("nar_map", "map")

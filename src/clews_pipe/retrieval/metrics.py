@@ -164,21 +164,3 @@ def summarize(per_query: QueryMetrics, redux, level: str, nar_kind: str = "stric
         "redux": str(redux),
         "level": level,
     }
-
-
-def markdown_table(rows: list[dict], first_column: str | None = None) -> str:
-    """Markdown table of metric dictionaries (one row each), optionally led by ``first_column``."""
-    head = ([first_column] if first_column else []) + ["NAR (%)", "MAP", "MR1", "queries", "skipped", "MAP chance"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for row in rows:
-        cells = [str(row[first_column])] if first_column else []
-        cells += [
-            f"{row['NAR']:.2f} ± {row['NAR_ci']:.2f}",
-            f"{row['MAP']:.3f} ± {row['MAP_ci']:.3f}",
-            f"{row['MR1']:.1f} ± {row['MR1_ci']:.1f}",
-            str(row["queries"]),
-            str(row["skipped"]),
-            f"{row.get('MAP_chance', math.nan):.3f}",
-        ]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"

@@ -5,7 +5,7 @@ segment distances. A *reduction* turns it into one number. Every function here w
 ``(..., u, v)`` at once, honours a padding mask (True = excluded) and is differentiable w.r.t. the
 distances (the CLEWS loss reduces positives with ``bpwr-5`` and negatives with ``min``).
 
-Reductions (FACTS.md):
+Reductions (docs/clews-method.md, "Distances and reductions"):
 
 ``min`` / ``max`` / ``mean``
     over all valid segment pairs.

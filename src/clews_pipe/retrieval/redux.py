@@ -65,9 +65,3 @@ class Redux:
     def excludes_inf(self) -> bool:
         """True when +inf segment distances count as excluded pairs (padding can be folded into them)."""
         return self.kind in _EXCLUDES_INF
-
-    def reduce(self, d, mask=None):
-        """Reduce segment distances ``d (..., u, v)`` (torch) to ``(...,)``; see :mod:`clews_pipe.retrieval.reductions`."""
-        from clews_pipe.retrieval.reductions import reduce_distances
-
-        return reduce_distances(d, self, mask)

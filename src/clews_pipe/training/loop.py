@@ -16,6 +16,7 @@ from __future__ import annotations
 import csv
 import math
 import time
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -198,54 +199,84 @@ def _train_locked(fabric, conf: DictConfig, out: Path, allow_data_change: bool =
         return _train_on_rank(fabric, conf, out, allow_data_change)
 
 
-def _train_on_rank(fabric, conf: DictConfig, out: Path, allow_data_change: bool = False) -> list[dict]:
-    from clews_pipe.features.augment import CQAugment
-    from clews_pipe.features.cqt_params import CQTParams
-    from clews_pipe.features.dataset import make_train_loader
-    from clews_pipe.features.store import open_store
-    from clews_pipe.model.checkpoint import load_checkpoint, save_checkpoint
-    from clews_pipe.model.network import CLEWS
-    from clews_pipe.training import stop
-    from clews_pipe.training.validate import validate, validation_data_conf, validation_protocol
+@dataclass
+class EpochStats:
+    """One epoch's counters summed over ranks."""
 
-    last_path, best_path = out / LAST_NAME, out / BEST_NAME
-    state = None
-    if last_path.exists():  # resume: the run's own settings, read before anything is built from them
-        state = load_checkpoint(last_path, hint=RESUME_HINT)
-        _check_resume_config(state, conf, last_path, allow_data_change)
-        conf, ignored = resume_config(state.get("config") or {}, conf)
-        if ignored:
-            rank_zero_print(fabric, "resume keeps the run's own settings, ignoring the changed "
-                                    + ", ".join(ignored) + " (start a new --out to train with them)")
+    loss_sum: float
+    steps: int
+    segments: int
+    wait_s: float
+    train_s: float
+
+    def mean_loss(self) -> float:
+        return self.loss_sum / max(self.steps, 1)
+
+
+@dataclass
+class _Run:
+    """What one rank trains with: built once, before the first epoch."""
+
+    conf: DictConfig
+    out: Path
+    model: Any
+    optimizer: Any
+    scheduler: Any
+    train_loader: Any
+    val_loader: Any
+    protocol: Any
+    start_epoch: int = 0
+    best: float = math.inf
+    best_epoch: int | None = None
+
+    @property
+    def last_path(self) -> Path:
+        return self.out / LAST_NAME
+
+
+def _resume_state(fabric, conf: DictConfig, out: Path, allow_data_change: bool) -> tuple[DictConfig, dict | None]:
+    """The run's checkpoint_last state (None for a new run) and the settings to train with."""
+    from clews_pipe.model.checkpoint import load_checkpoint
+
+    last_path = out / LAST_NAME
+    if not last_path.exists():
+        return conf, None
+    state = load_checkpoint(last_path, hint=RESUME_HINT)
+    _check_resume_config(state, conf, last_path, allow_data_change)
+    conf, ignored = resume_config(state.get("config") or {}, conf)
+    if ignored:
+        rank_zero_print(fabric, "resume keeps the run's own settings, ignoring the changed "
+                                + ", ".join(ignored) + " (start a new --out to train with them)")
+    return conf, state
+
+
+def _loaders(fabric, conf: DictConfig) -> tuple[Any, Any]:
+    """This rank's training and validation DataLoaders over the configured store."""
+    from clews_pipe.features.cqt_params import CQTParams
+    from clews_pipe.store import open_store
+    from clews_pipe.training.dataset import make_train_loader
+    from clews_pipe.training.validate import validation_data_conf
+
     tconf = conf.training
-    rank, world = fabric.global_rank, fabric.world_size
     store = open_store(conf.data.store)
     CQTParams.from_model_conf(conf.model.cqt, conf.data.samplerate).require_equal(store.cqt, "config model.cqt", f"store {store.path}")
+    common = dict(batch_size=int(tconf.batch_size), rank=fabric.global_rank, world_size=fabric.world_size,
+                  workers=int(conf.data.workers))
+    train_loader = make_train_loader(store, conf.data, split=conf.data.train_split, seed=int(tconf.seed), **common)
+    val_loader = make_train_loader(store, validation_data_conf(conf), split=conf.data.val_split,
+                                   seed=int(tconf.seed) + 1, shuffle=False, drop_last=False, **common)
+    return train_loader, val_loader
 
-    train_loader = make_train_loader(
-        store,
-        conf.data,
-        split=conf.data.train_split,
-        batch_size=int(tconf.batch_size),
-        seed=int(tconf.seed),
-        rank=rank,
-        world_size=world,
-        workers=int(conf.data.workers),
-    )
+
+def _build_run(fabric, conf: DictConfig, out: Path, allow_data_change: bool) -> _Run:
+    """Loaders, model, optimiser and schedule, restored from checkpoint_last when resuming."""
+    from clews_pipe.model.network import CLEWS
+    from clews_pipe.training.validate import validation_protocol
+
+    conf, state = _resume_state(fabric, conf, out, allow_data_change)
+    tconf = conf.training
     protocol = validation_protocol(conf)
-    val_loader = make_train_loader(
-        store,
-        validation_data_conf(conf),
-        split=conf.data.val_split,
-        batch_size=int(tconf.batch_size),
-        seed=int(tconf.seed) + 1,
-        rank=rank,
-        world_size=world,
-        workers=int(conf.data.workers),
-        shuffle=False,
-        drop_last=False,
-    )
-
+    train_loader, val_loader = _loaders(fabric, conf)
     torch.manual_seed(int(tconf.seed))  # identical initial weights on every rank
     with fabric.init_module():
         model = CLEWS(conf.model, samplerate=int(conf.data.samplerate))
@@ -254,121 +285,152 @@ def _train_on_rank(fabric, conf: DictConfig, out: Path, allow_data_change: bool 
         optimizer, mode="min", factor=float(tconf.plateau_factor),
         patience=protocol.plateau_patience(int(tconf.plateau_patience)),
     )
-    start_epoch, best, best_epoch = 0, math.inf, None
+    run = _Run(conf, out, model, optimizer, scheduler, train_loader, val_loader, protocol)
     if state is not None:  # resume: restore before Fabric wraps model and optimizer
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        start_epoch = int(state["epoch"])
-        best = float(state.get("best", math.inf))
-        best_epoch = state.get("best_epoch")
-        if start_epoch >= int(tconf.epochs):
-            rank_zero_print(fabric, f"nothing to do: {out} has finished all {start_epoch} epochs "
-                                    f"(training.epochs={int(tconf.epochs)}); raise training.epochs to train further")
-        else:
-            rank_zero_print(fabric, f"resuming {last_path} at epoch {start_epoch + 1} of {int(tconf.epochs)}")
-    elif rank == 0:
+        _restore(fabric, run, state)
+    elif fabric.global_rank == 0:
         (out / CONFIG_NAME).write_text(to_yaml(conf))
-    if rank == 0:
-        rank_zero_print(fabric, start_banner(conf, train_loader, val_loader, model, fabric, out, start_epoch))
-        for warning in validation_warnings(val_loader.dataset):
-            rank_zero_print(fabric, f"warning: {warning}")
-        if start_epoch == 0:
-            _log_hyperparameters(fabric, conf)
-    model, optimizer = fabric.setup(model, optimizer)
-    model.mark_forward_method("embed")  # DDP gradient sync also when calling embed()
-    augment = CQAugment(conf.augment)
+    return run
 
+
+def _restore(fabric, run: _Run, state: dict) -> None:
+    run.model.load_state_dict(state["model"])
+    run.optimizer.load_state_dict(state["optimizer"])
+    run.scheduler.load_state_dict(state["scheduler"])
+    run.start_epoch = int(state["epoch"])
+    run.best = float(state.get("best", math.inf))
+    run.best_epoch = state.get("best_epoch")
+    epochs = int(run.conf.training.epochs)
+    if run.start_epoch >= epochs:
+        rank_zero_print(fabric, f"nothing to do: {run.out} has finished all {run.start_epoch} epochs "
+                                f"(training.epochs={epochs}); raise training.epochs to train further")
+    else:
+        rank_zero_print(fabric, f"resuming {run.last_path} at epoch {run.start_epoch + 1} of {epochs}")
+
+
+def _train_on_rank(fabric, conf: DictConfig, out: Path, allow_data_change: bool = False) -> list[dict]:
+    from clews_pipe.features.augment import CQAugment
+
+    run = _build_run(fabric, conf, out, allow_data_change)
+    if fabric.global_rank == 0:
+        rank_zero_print(fabric, start_banner(run.conf, run.train_loader, run.val_loader, run.model, fabric, out,
+                                             run.start_epoch))
+        for warning in validation_warnings(run.val_loader.dataset):
+            rank_zero_print(fabric, f"warning: {warning}")
+        if run.start_epoch == 0:
+            _log_hyperparameters(fabric, run.conf)
+    run.model, run.optimizer = fabric.setup(run.model, run.optimizer)
+    run.model.mark_forward_method("embed")  # DDP gradient sync also when calling embed()
+    augment = CQAugment(run.conf.augment)
     rows: list[dict] = []
-    for epoch in range(start_epoch, int(tconf.epochs)):
-        lr = optimizer.param_groups[0]["lr"]
-        if lr < float(tconf.min_lr):
-            first = "nothing to do: " if epoch == start_epoch and start_epoch > 0 else ""
+    for epoch in range(run.start_epoch, int(run.conf.training.epochs)):
+        lr = run.optimizer.param_groups[0]["lr"]
+        if lr < float(run.conf.training.min_lr):
+            first = "nothing to do: " if epoch == run.start_epoch and run.start_epoch > 0 else ""
             rank_zero_print(fabric, f"{first}learning rate {lr:.2e} < training.min_lr: stopping")
             break
-        seed = _epoch_seed(int(tconf.seed), epoch, rank)
-        torch.manual_seed(seed)  # CQTPrepare's noise and any other global draw
-        generator = torch.Generator(device=fabric.device).manual_seed(seed)
-        train_loader.batch_sampler.set_epoch(epoch)
-
-        t_epoch = time.perf_counter()
-        try:
-            stats = _train_epoch(fabric, model, optimizer, train_loader, augment, generator, conf, epoch)
-
-        except _StopTraining:
-            global STOP_SIGNAL
-            STOP_SIGNAL = stop.name() or "signal"
-            rank_zero_print(
-                fabric,
-                f"stopped by {STOP_SIGNAL} during epoch {epoch + 1}: "
-                + (f"{last_path} holds epoch {epoch}; the same command resumes at epoch {epoch + 1}"
-                   if epoch else "no epoch finished yet; the same command starts again"),
-            )
-            fabric.barrier()
+        row = _one_epoch(fabric, run, augment, epoch, lr)
+        if row is None:
             return rows
-        train_loss = float(stats[0] / max(stats[1], 1))
-        _check_finite(train_loss, "training loss", epoch + 1)
-
-        val = validate(fabric, model, val_loader, conf, desc=f"validate epoch {epoch + 1}")
-        if epoch == 0 and val["MAP"] >= 0.999:
-            rank_zero_print(fabric, "warning: validation MAP is 1.000 after the first epoch: the val split is too easy "
-                                    "to rank models (checkpoint_best will freeze); use a larger data.val_split")
-        _check_finite(val["loss"], "validation loss", epoch + 1)
-        cost = monitor_value(str(tconf.monitor), val["MAP"], val["NAR_strict"],
-                             val["m_COMP"] if protocol.published_validation else None)
-        scheduler.step(cost)
-        is_best = cost < best
-        best = min(best, cost)
-        if is_best:
-            best_epoch = epoch + 1
-
-        row = {
-            "epoch": epoch + 1,
-            "train_loss": round(train_loss, 6),
-            "val_loss": round(val["loss"], 6),
-            "val_MAP": round(val["MAP"], 6),
-            "val_NAR": round(val["NAR"], 6),
-            "val_monitor": round(cost, 6),
-            "lr": lr,
-            "segments_per_s": round(float(stats[2]) / max(float(stats[4]) / fabric.world_size, 1e-9), 2),
-            "data_wait_fraction": round(float(stats[3] / max(stats[4], 1e-9)), 4),
-            "epoch_s": round(time.perf_counter() - t_epoch, 2),
-        }
         rows.append(row)
-        fabric.log_dict({f"metrics/{k}": v for k, v in row.items() if k != "epoch"}, step=epoch + 1)
-        if rank == 0:
-            state = {
-                "model": _unwrapped_state_dict(model),
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "epoch": epoch + 1,
-                "best": best,
-                "best_epoch": best_epoch,
-                "config": OmegaConf.to_container(conf, resolve=True),
-                "metrics": row,
-                # no RNG state: every epoch reseeds torch, the augmentation generator and the
-                # sampler from (training.seed, epoch, rank), so a resume is bit-identical without one
-            }
-            save_checkpoint(last_path, state)
-            if is_best:
-                save_checkpoint(best_path, state)
-            _append_csv(out / "metrics.csv", row)
-            rank_zero_print(
-                fabric,
-                f"epoch {epoch + 1}: train_loss {row['train_loss']:.4f}  val_loss {row['val_loss']:.4f}  "
-                f"val_MAP {row['val_MAP']:.3f}  val_NAR {row['val_NAR']:.2f}  lr {lr:.1e}  "
-                f"{row['segments_per_s']:.0f} seg/s  wait {100 * row['data_wait_fraction']:.1f}%"
-                + ("  *" if is_best else "")
-            )
         fabric.barrier()
-    if rank == 0 and rows:
-        rank_zero_print(fabric, end_summary(rows, best, best_epoch, tconf, out))
+    if fabric.global_rank == 0 and rows:
+        rank_zero_print(fabric, end_summary(rows, run.best, run.best_epoch, run.conf.training, out))
     return rows
 
 
-def _train_epoch(fabric, model, optimizer, loader, augment, generator, conf: DictConfig, epoch: int) -> torch.Tensor:
-    """One pass over this rank's batches; returns the all-reduced
-    ``[loss sum, steps, segments, data-wait seconds, train seconds]`` over ranks."""
+def _one_epoch(fabric, run: _Run, augment, epoch: int, lr: float) -> dict | None:
+    """Train and validate one epoch, step the schedule, write the checkpoints and the metrics row;
+    None when a stop signal ended the epoch."""
+    from clews_pipe.training import stop
+    from clews_pipe.training.validate import validate
+
+    tconf = run.conf.training
+    seed = _epoch_seed(int(tconf.seed), epoch, fabric.global_rank)
+    torch.manual_seed(seed)  # CQTPrepare's noise and any other global draw
+    generator = torch.Generator(device=fabric.device).manual_seed(seed)
+    run.train_loader.batch_sampler.set_epoch(epoch)
+    t_epoch = time.perf_counter()
+    try:
+        stats = _train_epoch(fabric, run.model, run.optimizer, run.train_loader, augment, generator, run.conf, epoch)
+    except _StopTraining:
+        global STOP_SIGNAL
+        STOP_SIGNAL = stop.name() or "signal"
+        rank_zero_print(
+            fabric,
+            f"stopped by {STOP_SIGNAL} during epoch {epoch + 1}: "
+            + (f"{run.last_path} holds epoch {epoch}; the same command resumes at epoch {epoch + 1}"
+               if epoch else "no epoch finished yet; the same command starts again"),
+        )
+        fabric.barrier()
+        return None
+    _check_finite(stats.mean_loss(), "training loss", epoch + 1)
+    val = validate(fabric, run.model, run.val_loader, run.conf, desc=f"validate epoch {epoch + 1}")
+    if epoch == 0 and val["MAP"] >= 0.999:
+        rank_zero_print(fabric, "warning: validation MAP is 1.000 after the first epoch: the val split is too easy "
+                                "to rank models (checkpoint_best will freeze); use a larger data.val_split")
+    _check_finite(val["loss"], "validation loss", epoch + 1)
+    cost = monitor_value(str(tconf.monitor), val["MAP"], val["NAR_strict"],
+                         val["m_COMP"] if run.protocol.published_validation else None)
+    run.scheduler.step(cost)
+    is_best = cost < run.best
+    run.best = min(run.best, cost)
+    if is_best:
+        run.best_epoch = epoch + 1
+    row = _epoch_row(epoch, stats, val, cost, lr, time.perf_counter() - t_epoch, fabric.world_size)
+    fabric.log_dict({f"metrics/{k}": v for k, v in row.items() if k != "epoch"}, step=epoch + 1)
+    if fabric.global_rank == 0:
+        _save_epoch(fabric, run, row, is_best)
+    return row
+
+
+def _epoch_row(epoch: int, stats: EpochStats, val: dict, cost: float, lr: float, epoch_s: float, world: int) -> dict:
+    """The ``metrics.csv`` row of one epoch."""
+    return {
+        "epoch": epoch + 1,
+        "train_loss": round(stats.mean_loss(), 6),
+        "val_loss": round(val["loss"], 6),
+        "val_MAP": round(val["MAP"], 6),
+        "val_NAR": round(val["NAR"], 6),
+        "val_monitor": round(cost, 6),
+        "lr": lr,
+        "segments_per_s": round(stats.segments / max(stats.train_s / world, 1e-9), 2),
+        "data_wait_fraction": round(stats.wait_s / max(stats.train_s, 1e-9), 4),
+        "epoch_s": round(epoch_s, 2),
+    }
+
+
+def _save_epoch(fabric, run: _Run, row: dict, is_best: bool) -> None:
+    """Rank 0: checkpoint_last (and best), the metrics row, the epoch line."""
+    from clews_pipe.model.checkpoint import save_checkpoint
+
+    state = {
+        "model": _unwrapped_state_dict(run.model),
+        "optimizer": run.optimizer.state_dict(),
+        "scheduler": run.scheduler.state_dict(),
+        "epoch": row["epoch"],
+        "best": run.best,
+        "best_epoch": run.best_epoch,
+        "config": OmegaConf.to_container(run.conf, resolve=True),
+        "metrics": row,
+        # no RNG state: every epoch reseeds torch, the augmentation generator and the
+        # sampler from (training.seed, epoch, rank), so a resume is bit-identical without one
+    }
+    save_checkpoint(run.last_path, state)
+    if is_best:
+        save_checkpoint(run.out / BEST_NAME, state)
+    _append_csv(run.out / "metrics.csv", row)
+    rank_zero_print(
+        fabric,
+        f"epoch {row['epoch']}: train_loss {row['train_loss']:.4f}  val_loss {row['val_loss']:.4f}  "
+        f"val_MAP {row['val_MAP']:.3f}  val_NAR {row['val_NAR']:.2f}  lr {row['lr']:.1e}  "
+        f"{row['segments_per_s']:.0f} seg/s  wait {100 * row['data_wait_fraction']:.1f}%"
+        + ("  *" if is_best else "")
+    )
+
+
+def _train_epoch(fabric, model, optimizer, loader, augment, generator, conf: DictConfig, epoch: int) -> EpochStats:
+    """One pass over this rank's batches; returns its counters summed over ranks."""
     from clews_pipe.progress import progress_bar
     from clews_pipe.training import stop as stop_request
     from clews_pipe.training.loss import loss_from_config
@@ -427,12 +489,18 @@ def _train_epoch(fabric, model, optimizer, loader, augment, generator, conf: Dic
                                 step=epoch * len(loader) + steps)
     finally:
         bar.close()
-    stats = torch.tensor(
-        [loss_sum, steps, n_segments, wait, time.perf_counter() - t_start],
-        dtype=torch.float64,
-        device=fabric.device,
-    )
-    return fabric.all_reduce(stats, reduce_op="sum")
+    return _summed_over_ranks(fabric, EpochStats(loss_sum, steps, n_segments, wait, time.perf_counter() - t_start))
+
+
+def _summed_over_ranks(fabric, stats: EpochStats) -> EpochStats:
+    """Each counter of ``stats`` summed over ranks (one all-reduce, fields in declaration order)."""
+    names = [f.name for f in fields(EpochStats)]
+    values = torch.tensor([float(getattr(stats, name)) for name in names], dtype=torch.float64, device=fabric.device)
+    if fabric.world_size > 1:
+        values = fabric.all_reduce(values, reduce_op="sum")
+    summed = dict(zip(names, values.tolist()))
+    return EpochStats(loss_sum=summed["loss_sum"], steps=int(summed["steps"]), segments=int(summed["segments"]),
+                      wait_s=summed["wait_s"], train_s=summed["train_s"])
 
 
 def _unwrapped_state_dict(model) -> dict:

@@ -1,4 +1,4 @@
-"""The CLEWS training loss (FACTS.md), in its numerically friendly form.
+"""The CLEWS training loss (docs/clews-method.md, "Loss"), in its numerically friendly form.
 
 Segment distances are the normalised squared Euclidean distances of
 :func:`clews_pipe.retrieval.segment_distances.segment_distances`; each track pair's (S, S) matrix is

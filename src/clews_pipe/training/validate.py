@@ -23,7 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 
 
 def validation_protocol(conf: DictConfig):
-    from clews_pipe.retrieval.protocol import Protocol
+    from clews_pipe.retrieval.protocol_options import Protocol
 
     return Protocol.parse(str(conf.get("protocol", "clews")))
 

@@ -1,1 +1,0 @@
-"""Catalogs, audio decoding and the Dask extraction job."""
