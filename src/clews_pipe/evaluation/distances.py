@@ -174,6 +174,10 @@ def _fill_tiles(group, todo, inputs: _Inputs, redux: Redux, settings: TileSettin
                          block_rows=tile if lazy else max(tile, 4096 // tile * tile),
                          lazy_rows=LazySource(zc, mask_c) if lazy else None)
     queries = LazySource(zq, mask_q) if lazy else None
+    if lazy:  # the bounded-memory path: freed block copies return to the system (costs page faults)
+        from clews_pipe.resources import bound_heap
+
+        bound_heap()
     current_qi, q_block = None, None
     for qi, ci in todo:
         q0, q1 = qi * tile, min(n_q, (qi + 1) * tile)
