@@ -27,6 +27,7 @@ def build(
     ef_construction: Optional[int] = typer.Option(None, "--ef-construction", help="HNSW build breadth (default 80)"),
     ef_search: Optional[int] = typer.Option(None, "--ef-search", help="HNSW search breadth (default: tuned to --target-recall; given: only measured)"),
     train_size: Optional[int] = typer.Option(None, "--train-size", help="IVF training vectors (default max(64 nlist, 20000))"),
+    rerank: Optional[int] = typer.Option(None, "--rerank", help="approximate kinds: candidates kept per query segment = max(64, rerank x top) (default 10; ivf-pq tunes it)"),
     target_recall: float = typer.Option(0.95, "--target-recall", help="approximate kinds: tune nprobe / ef-search until the top 10 equals exact search's in this fraction of positions (0 < r <= 1)"),
     recall_queries: int = typer.Option(100, "--recall-queries", help="approximate kinds: sample tracks the recall is measured on"),
 ) -> None:
@@ -40,7 +41,7 @@ def build(
     if recall_queries < 1:
         raise ClewsError(f"--recall-queries must be >= 1, got {recall_queries}")
     params = dict(nlist=nlist, nprobe=nprobe, pq_m=pq_m, pq_bits=pq_bits, hnsw_m=hnsw_m,
-                  ef_construction=ef_construction, ef_search=ef_search, train_size=train_size)
+                  ef_construction=ef_construction, ef_search=ef_search, train_size=train_size, rerank=rerank)
     built = build_segment_index(embeddings, out, hop=hop, kind=check_kind(kind), params=params,
                                 target_recall=target_recall, recall_queries=recall_queries)
     typer.echo(f"{out}: {built.n_segments} segments of {len(built.tracks)} tracks, D={built.dim}, {kind} "
@@ -100,12 +101,13 @@ def _recall_summary(seg_index) -> dict:
     if not params.approximate:
         return {"recall_at_10": 1.0, "exact": True}
     setting = {"nprobe": params.nprobe} if params.kind in ("ivf-flat", "ivf-pq") else {"ef_search": params.ef_search}
+    setting["rerank"] = params.rerank
     report = seg_index.recall
     if report is None:
         return {"recall_at_10": None, "exact": False, "measured": False, **setting}
-    measured_at = report["value"] == setting.get(report["parameter"])
+    measured_at = report["value"] == setting.get(report["parameter"]) and report.get("rerank", 10) == params.rerank
     return {"recall_at_10": report["recall"], "set_recall_at_10": report["set_recall"], "exact": False,
-            "measured": True, "measured_at": {report["parameter"]: report["value"]}, "target": report["target"],
+            "measured": True, "measured_at": {report["parameter"]: report["value"], "rerank": report.get("rerank", 10)}, "target": report["target"],
             "reached": report["reached"], "queries": report["queries"], "this_session": setting,
             "this_session_measured": measured_at}
 

@@ -10,8 +10,8 @@ fraction of the (query, position) pairs of the top 10 where both answers name th
 ``set_recall`` the fraction of exact top-10 tracks found anywhere in the approximate top 10.
 
 Unless the search parameter was given, the build then tunes it: ``nprobe`` (IVF kinds) or
-``ef_search`` (HNSW) doubles from its default (nlist / 16 cells; 128) until the recall reaches
-the target (never below the default: a sample's estimate is not precise enough to go lower). A
+``ef_search`` (HNSW) doubles from its default (nlist / 16 cells; 128), for ``ivf-pq`` together
+with its re-rank depth (``rerank``, from 10), until the recall reaches the target (never below the default: a sample's estimate is not precise enough to go lower). A
 setting that costs as much as exact search (every IVF cell probed, ``ef_search`` at the number
 of segments) does not count as reaching the target: the index then says so and suggests ``--kind flat``. (Times per query are recorded in the curve for
 information; at small sizes the per-query Python overhead of the approximate path dominates them.) The chosen value, the measured recall and the curve
@@ -46,6 +46,7 @@ class RecallReport:
 
     parameter: str  # "nprobe" | "ef_search"
     value: int  # the setting stored in the index
+    rerank: int  # the re-rank depth stored with it (max(64, rerank x top) candidates per query segment)
     recall: float  # top-10 positions equal to exact search's, at ``value``
     set_recall: float  # exact top-10 tracks found in the approximate top 10
     target: float
@@ -62,7 +63,7 @@ class RecallReport:
 
     def line(self) -> str:
         """The build's last line."""
-        what = f"recall@{TOP} {self.recall:.3f} (set {self.set_recall:.3f}) with {self.parameter} {self.value}"
+        what = f"recall@{TOP} {self.recall:.3f} (set {self.set_recall:.3f}) with {self.parameter} {self.value}, rerank {self.rerank}"
         head = f"{what}, measured on {self.queries} sample queries against exact search"
         if self.reached:
             return f"{head}; target {self.target:g} reached" + ("" if self.tuned else " (setting given, not tuned)")
@@ -139,15 +140,19 @@ def _agreement(seg_index, exact: _Exact, params, search_tracks) -> tuple[float, 
     return same / max(1, total), hits / max(1, total), ms
 
 
-def _ladder(params, n_segments: int, first: int) -> tuple[str, list[int], int]:
-    """(parameter, values to try in order: ``first`` doubling, then the value that costs as much as
-    exact search, which is also returned)."""
-    brute = params.nlist if params.kind in ("ivf-flat", "ivf-pq") else n_segments
-    values, v = [], max(1, int(first))
+def _ladder(params, n_segments: int, first: int) -> tuple[str, list[dict], int]:
+    """(parameter, settings to try in order: ``first`` doubling, then the value that costs as much
+    as exact search, which is also returned). ``ivf-pq`` doubles its re-rank depth with ``nprobe``
+    (its candidates come from quantised distances, so probing more cells alone plateaus)."""
+    ivf = params.kind in ("ivf-flat", "ivf-pq")
+    brute = params.nlist if ivf else n_segments
+    steps, v, rerank = [], max(1, int(first)), params.rerank
     while v < brute:
-        values.append(v)
+        steps.append({"value": v, "rerank": rerank})
         v *= 2
-    return ("nprobe" if params.kind in ("ivf-flat", "ivf-pq") else "ef_search"), values + [brute], brute
+        rerank = rerank * 2 if params.kind == "ivf-pq" else rerank
+    steps.append({"value": brute, "rerank": rerank})
+    return ("nprobe" if ivf else "ef_search"), steps, brute
 
 
 def tune_recall(seg_index, search_tracks, target: float = DEFAULT_TARGET, n_queries: int = DEFAULT_QUERIES,
@@ -163,12 +168,13 @@ def tune_recall(seg_index, search_tracks, target: float = DEFAULT_TARGET, n_quer
                       sample_queries(seg_index.segment_track, len(seg_index.tracks), n_queries, seed))
     current = params.nprobe if params.kind in ("ivf-flat", "ivf-pq") else params.ef_search
     name, ladder, brute = _ladder(params, seg_index.n_segments, current)
-    values = [current] if given else ladder
+    steps = [{"value": current, "rerank": params.rerank}] if given else ladder
     curve, chosen = [], None
-    for value in values:
-        recall, set_recall, ms = _agreement(seg_index, exact, replace(params, **{name: int(value)}), search_tracks)
-        curve.append({"value": int(value), "recall": recall, "set_recall": set_recall, "ms_per_query": ms})
-        if recall >= target and (given or value < brute):
+    for step in steps:
+        trial = replace(params, **{name: int(step["value"])}, rerank=int(step["rerank"]))
+        recall, set_recall, ms = _agreement(seg_index, exact, trial, search_tracks)
+        curve.append({**step, "recall": recall, "set_recall": set_recall, "ms_per_query": ms})
+        if recall >= target and (given or step["value"] < brute):
             chosen = curve[-1]
             break
     reached = chosen is not None
@@ -178,7 +184,7 @@ def tune_recall(seg_index, search_tracks, target: float = DEFAULT_TARGET, n_quer
         note = ("it cannot be reached below the cost of exact search (every cell probed / every segment "
                 "visited); use --kind flat" if not given
                 else f"raise --{name.replace('_', '-')} or leave it out to tune it (or use --kind flat)")
-    return RecallReport(parameter=name, value=int(chosen["value"]), recall=chosen["recall"],
+    return RecallReport(parameter=name, value=int(chosen["value"]), rerank=int(chosen["rerank"]), recall=chosen["recall"],
                         set_recall=chosen["set_recall"], target=target, reached=reached, tuned=not given,
                         queries=len(exact.queries), exact_ms_per_query=exact.ms_per_query,
                         ms_per_query=chosen["ms_per_query"], curve=curve, note=note)

@@ -220,7 +220,7 @@ def tune_index(built: SegmentIndex, out: str | Path, target: float, queries: int
     if not built.params.approximate:
         return built
     report = tune_recall(built, search_tracks, target, queries, given=given)
-    params = replace(built.params, **{report.parameter: report.value})
+    params = replace(built.params, **{report.parameter: report.value}, rerank=report.rerank)
     set_search_params(built.index, params)
     built = replace(built, params=params, recall=report.to_dict())
     _write_mapping(out, built)
@@ -438,7 +438,7 @@ def _approximate_search(seg_index: SegmentIndex, query: np.ndarray, query_starts
                         excluded: np.ndarray, k_start: int | None, stats: dict | None) -> list[Match]:
     """Candidate tracks from the approximate k nearest segments, re-ranked by exact R_min."""
     n_segments = seg_index.n_segments
-    k = min(n_segments, k_start if k_start is not None else max(64, 10 * wanted))
+    k = min(n_segments, k_start if k_start is not None else max(64, seg_index.params.rerank * wanted))
     _dist, ids = _knn(seg_index.index, query, k)
     ids = ids[ids >= 0]
     candidates = np.unique(seg_index.segment_track[ids])
