@@ -48,7 +48,7 @@ def test_default_build_reaches_target_against_flat_on_new_queries(tmp_path):
     emb = _clique_set()
     save_embeddings(tmp_path / "e.npz", emb)
     flat = build_segment_index(tmp_path / "e.npz", tmp_path / "flat.faiss")
-    for kind in ("ivf-flat", "hnsw"):
+    for kind in ("ivf-flat", "ivf-pq", "hnsw"):
         built = build_segment_index(tmp_path / "e.npz", tmp_path / f"{kind}.faiss", kind=kind, recall_queries=60)
         report = built.recall
         assert report["reached"] and report["recall"] >= 0.95 and report["tuned"]
