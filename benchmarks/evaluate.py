@@ -3,7 +3,8 @@
     python benchmarks/evaluate.py --json [--n 1000] [--segments 32] [--dim 256] [--baseline-queries 100]
 
 Random clustered embeddings (N tracks, S segments, D dims, some padded segments). For each
-reduction (bpwr-10, min): seconds for ``compute_distance_matrix`` + metrics (clews-pipe) and for
+reduction (bpwr-10, min): seconds for ``compute_distance_matrix`` + the per-query metrics and
+report of ``evaluate`` (:func:`~clews_pipe.evaluation.evaluate.matrix_report`) (clews-pipe) and for
 the published loop (one query at a time against all candidates, the full S x S segment distance
 tensor per pair, ``r`` rounds of masked minima over the whole tensor). The loop is timed on
 ``--baseline-queries`` queries and scaled to N (``--baseline-queries 0`` runs all N); the metrics
@@ -151,7 +152,8 @@ def main(argv=None) -> int:
     if args.threads > 0:
         torch.set_num_threads(args.threads)
     from clews_pipe.evaluation.distances import open_distances
-    from clews_pipe.retrieval.metrics import query_metrics, summarize
+    from clews_pipe.evaluation.evaluate import matrix_report
+    from clews_pipe.retrieval.metrics import query_metrics
 
     z, mask, clique, tracks = make_data(args.n, args.segments, args.dim)
     n_base = args.n if args.baseline_queries <= 0 else min(args.n, args.baseline_queries)
@@ -165,9 +167,9 @@ def main(argv=None) -> int:
             path = Path(tmp) / "d.zarr"
             run_clews_pipe(path, z, mask, redux, tracks, clique, args)
             distance_s = time.perf_counter() - start
-            matrix = open_distances(path)["distances"][:]
-            metrics = summarize(query_metrics(matrix, clique, clique, np.arange(args.n)), redux, "track")
+            metrics = matrix_report(path, redux, "track", memory_mb=max(16.0, args.memory_mb)).summary  # as evaluate does
             ours_s = time.perf_counter() - start
+            matrix = open_distances(path)["distances"][:]
             ours_cpu = time.process_time() - cpu_start
         ours_by_redux[redux] = (matrix, ours_s, ours_cpu, metrics, distance_s)
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0

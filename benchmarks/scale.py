@@ -26,7 +26,9 @@ the job's start), and ``embeddings_mb`` (E). ``time_exponent``: the slope of log
 log(N) (2 = time ∝ N²); ``growth_over_e_half``: each rank's growth / (E / ranks) (≤ 1 means the
 ranks did not each load the whole set). ``distance_s`` / ``distance_time_exponent``: the tiled
 distance phase alone (first to last tile of the slowest rank); ``metrics_s``: rank 0's metrics
-afterwards; ``distance_phase_growth_mb``: per rank, the largest RSS seen after a tile minus the
+afterwards (from the slowest rank's last tile to rank 0's report written: every rank counts the
+per-query results of its own rows, rank 0 gathers them); ``metrics_over_distance`` their ratio;
+``growth_rank0_over_others``: rank 0's growth over the largest other rank's; ``distance_phase_growth_mb``: per rank, the largest RSS seen after a tile minus the
 RSS at the job's start.
 
 Prints one JSON object. Everything is written under ``--workdir`` (default: a temporary folder,
@@ -214,7 +216,8 @@ def _eval_worker(args) -> None:
                                        TileSettings(tile=args.tile, memory_mb=args.memory_mb), progress=False,
                                        on_tile=on_tile)
         end = time.perf_counter()
-        record = {"rank": ctx.rank, "seconds": end - start, "baseline_rss_mb": baseline, "peak_rss_mb": _peak_rss_mb(),
+        record = {"rank": ctx.rank, "seconds": end - start, "end_wall": time.time(),
+                  "last_tile_wall": time.time() - (end - (tiles["last"] or opened)), "baseline_rss_mb": baseline, "peak_rss_mb": _peak_rss_mb(),
                   "distance_s": (tiles["last"] or opened) - opened, "tiles": tiles["count"],
                   "distance_phase_rss_mb": tiles["rss"], "after_distances_s": end - (tiles["last"] or opened),
                   "threads": torch.get_num_threads()}
@@ -243,9 +246,12 @@ def measure_eval(workdir: Path, sizes: list[int], s: int, d: int, ranks: int, ti
         per_rank = [json.loads((rec / f"rank{r}.json").read_text()) for r in range(ranks)]
         seconds = max(r["seconds"] for r in per_rank)
         distance_s = max(r["distance_s"] for r in per_rank)
+        # metrics: from the last tile of the slowest rank to rank 0's metrics written (all ranks count)
+        metrics_s = per_rank[0]["end_wall"] - max(r["last_tile_wall"] for r in per_rank)
         rows.append({
             "N": n, "S": s, "D": d, "ranks": ranks, "seconds": round(seconds, 2), "process_wall_s": round(wall, 2),
-            "distance_s": round(distance_s, 2), "metrics_s": round(per_rank[0]["after_distances_s"], 2),
+            "distance_s": round(distance_s, 2), "metrics_s": round(metrics_s, 2),
+            "metrics_over_distance": round(metrics_s / max(distance_s, 1e-9), 4),
             "pairs_per_s": round(n * n / distance_s), "embeddings_mb": round(e_bytes / 2**20, 2),
             "distance_phase_growth_mb": [round(r["distance_phase_rss_mb"] - r["baseline_rss_mb"], 1) for r in per_rank],
             "peak_rss_mb": [round(r["peak_rss_mb"], 1) for r in per_rank],
@@ -253,6 +259,10 @@ def measure_eval(workdir: Path, sizes: list[int], s: int, d: int, ranks: int, ti
             "growth_over_e_half": [round((r["peak_rss_mb"] - r["baseline_rss_mb"]) / (e_bytes / 2**20 / ranks), 3)
                                    for r in per_rank],
             "MAP": round(per_rank[0].get("MAP", float("nan")), 4),
+            "growth_rank0_over_others": round((per_rank[0]["peak_rss_mb"] - per_rank[0]["baseline_rss_mb"])
+                                              / max(max(r["peak_rss_mb"] - r["baseline_rss_mb"] for r in per_rank[1:]), 1e-9), 3)
+            if ranks > 1 else None,
+            "load_average": [round(x, 2) for x in os.getloadavg()],
         })
         shutil.rmtree(out, ignore_errors=True)
         shutil.rmtree(emb_path, ignore_errors=True)
@@ -314,6 +324,7 @@ def main() -> None:
             result["evaluation"] = {"redux": "bpwr-10", "tile": args.tile, "memory_mb": args.memory_mb, "rows": rows,
                                     "time_exponent": _slope(rows),
                                     "distance_time_exponent": _slope(rows, "distance_s"),
+                                    "metrics_time_exponent": _slope(rows, "metrics_s"),
                                     "growth_mb_max": max(max(r["growth_mb"]) for r in rows),
                                     "growth_mb_min": min(min(r["growth_mb"]) for r in rows)}
     finally:

@@ -20,23 +20,36 @@ def build(
     hop: float = typer.Option(5.0, "--hop", help="segment hop in seconds of an evaluation embeddings file"),
     kind: str = typer.Option("flat", "--kind", help="flat (exact), ivf-flat, ivf-pq or hnsw (approximate, exact re-rank)"),
     nlist: Optional[int] = typer.Option(None, "--nlist", help="IVF cells (default: power of two <= 4 sqrt(segments))"),
-    nprobe: Optional[int] = typer.Option(None, "--nprobe", help="IVF cells searched (default nlist/32)"),
+    nprobe: Optional[int] = typer.Option(None, "--nprobe", help="IVF cells searched (default: tuned to --target-recall; given: only measured)"),
     pq_m: Optional[int] = typer.Option(None, "--pq-m", help="PQ sub-quantizers (default D/8)"),
     pq_bits: Optional[int] = typer.Option(None, "--pq-bits", help="bits per PQ code (default 8)"),
     hnsw_m: Optional[int] = typer.Option(None, "--hnsw-m", help="HNSW links per node (default 32)"),
     ef_construction: Optional[int] = typer.Option(None, "--ef-construction", help="HNSW build breadth (default 80)"),
-    ef_search: Optional[int] = typer.Option(None, "--ef-search", help="HNSW search breadth (default 128)"),
+    ef_search: Optional[int] = typer.Option(None, "--ef-search", help="HNSW search breadth (default: tuned to --target-recall; given: only measured)"),
     train_size: Optional[int] = typer.Option(None, "--train-size", help="IVF training vectors (default max(64 nlist, 20000))"),
+    rerank: Optional[int] = typer.Option(None, "--rerank", help="approximate kinds: candidates kept per query segment = max(64, rerank x top) (default 10; ivf-pq tunes it)"),
+    target_recall: float = typer.Option(0.95, "--target-recall", help="approximate kinds: tune nprobe / ef-search until the top 10 equals exact search's in this fraction of positions (0 < r <= 1)"),
+    recall_queries: int = typer.Option(100, "--recall-queries", help="approximate kinds: sample tracks the recall is measured on"),
 ) -> None:
-    """Index every unpadded segment with its track and start time."""
+    """Index every unpadded segment with its track and start time. Approximate kinds measure their
+    recall@10 against exact search and tune their search setting to --target-recall (last line)."""
     from clews_pipe.search.ann import check_kind
+    from clews_pipe.search.recall import RecallReport, check_target
     from clews_pipe.search.segment_index import build_segment_index, mapping_path
 
+    check_target(target_recall)
+    if recall_queries < 1:
+        raise ClewsError(f"--recall-queries must be >= 1, got {recall_queries}")
     params = dict(nlist=nlist, nprobe=nprobe, pq_m=pq_m, pq_bits=pq_bits, hnsw_m=hnsw_m,
-                  ef_construction=ef_construction, ef_search=ef_search, train_size=train_size)
-    built = build_segment_index(embeddings, out, hop=hop, kind=check_kind(kind), params=params)
+                  ef_construction=ef_construction, ef_search=ef_search, train_size=train_size, rerank=rerank)
+    built = build_segment_index(embeddings, out, hop=hop, kind=check_kind(kind), params=params,
+                                target_recall=target_recall, recall_queries=recall_queries)
     typer.echo(f"{out}: {built.n_segments} segments of {len(built.tracks)} tracks, D={built.dim}, {kind} "
                f"(mapping {mapping_path(out).name})")
+    if built.recall is not None:
+        typer.echo(RecallReport(**built.recall).line())
+    else:
+        typer.echo("exact search (flat): recall 1")
 
 
 def search(
@@ -76,9 +89,27 @@ def search(
     rows = [dict(m.as_dict(), **(info(m.track) if info else {})) for m in matches]
     if as_json:
         typer.echo(json.dumps({"index": str(index), "kind": seg_index.params.kind, "query": str(query),
-                               "query_segments": int(q.z.shape[0]), "matches": rows}))
+                               "query_segments": int(q.z.shape[0]), "recall": _recall_summary(seg_index),
+                               "matches": rows}))
         return
     _print_table(rows, query)
+
+
+def _recall_summary(seg_index) -> dict:
+    """The index's measured recall@10 (flat: exact, 1) and the setting it was measured at."""
+    params = seg_index.params
+    if not params.approximate:
+        return {"recall_at_10": 1.0, "exact": True}
+    setting = {"nprobe": params.nprobe} if params.kind in ("ivf-flat", "ivf-pq") else {"ef_search": params.ef_search}
+    setting["rerank"] = params.rerank
+    report = seg_index.recall
+    if report is None:
+        return {"recall_at_10": None, "exact": False, "measured": False, **setting}
+    measured_at = report["value"] == setting.get(report["parameter"]) and report.get("rerank", 10) == params.rerank
+    return {"recall_at_10": report["recall"], "set_recall_at_10": report["set_recall"], "exact": False,
+            "measured": True, "measured_at": {report["parameter"]: report["value"], "rerank": report.get("rerank", 10)}, "target": report["target"],
+            "reached": report["reached"], "queries": report["queries"], "this_session": setting,
+            "this_session_measured": measured_at}
 
 
 def _track_info(store_path: Path):

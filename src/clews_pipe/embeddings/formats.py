@@ -30,12 +30,14 @@ def embeddings_layout(path: str | Path) -> str:
 
 
 def open_embeddings(path: str | Path) -> Embeddings:
-    """An embeddings set from a chunked store (folder) or an ``.npz`` file.
+    """An embeddings set from a chunked store (folder) or an ``.npz`` file, rows read on demand
+    in both (an uncompressed ``.npz`` member by ``pread``, :mod:`clews_pipe.embeddings.npz_rows`;
+    masks and labels in memory), so no rank holds the whole set.
 
     Any problem → one-line :class:`ClewsError` naming the path."""
     path = Path(path)
     if path.is_file():
-        return load_embeddings(path)
+        return load_embeddings(path, lazy=True)
     if not path.is_dir():
         raise ClewsError(f"embeddings not found: {path}")
     return open_zarr_embeddings(path)

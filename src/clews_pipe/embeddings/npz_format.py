@@ -41,13 +41,15 @@ class Embeddings:
         return int(self.z.shape[0])
 
     def subset(self, rows) -> "Embeddings":
-        """The tracks at ``rows`` (every array taken along its first axis)."""
+        """The tracks at ``rows`` (every array taken along its first axis; arrays read lazily stay
+        lazy: a view of those rows, read on demand)."""
         rows = np.asarray(rows, dtype=np.int64)
+        take = lambda arr: arr.take_rows(rows) if hasattr(arr, "take_rows") else arr[rows]  # noqa: E731
         return Embeddings(
-            z=self.z[rows], mask=self.mask[rows], clique=self.clique[rows], track=self.track[rows],
-            queries={tau: (zq[rows], mq[rows]) for tau, (zq, mq) in self.queries.items()},
+            z=take(self.z), mask=take(self.mask), clique=self.clique[rows], track=self.track[rows],
+            queries={tau: (take(zq), take(mq)) for tau, (zq, mq) in self.queries.items()},
             clique_name=None if self.clique_name is None else self.clique_name[rows],
-            track_queries=None if self.track_queries is None else (self.track_queries[0][rows], self.track_queries[1][rows]),
+            track_queries=None if self.track_queries is None else (take(self.track_queries[0]), take(self.track_queries[1])),
         )
 
 
@@ -128,15 +130,42 @@ def save_embeddings(path: str | Path, emb: Embeddings) -> Path:
     return write_npz_atomically(path, arrays)
 
 
-def load_embeddings(path: str | Path) -> Embeddings:
-    """Read and validate an embeddings file; any problem → one-line :class:`ClewsError`."""
+def _floats(path: Path, data, name: str, mask: np.ndarray, lazy: bool):
+    """Member ``name``, checked (:func:`_check_z`); with ``lazy`` an uncompressed float16/32 member
+    is read by rows on demand (:mod:`clews_pipe.embeddings.npz_rows`) instead of loaded."""
+    if lazy:
+        from clews_pipe.embeddings.npz_rows import member_rows
+
+        rows = member_rows(path, name, mask)
+        if rows is not None:
+            return rows
+        _warn_whole(path, name)
+    return _check_z(path, name, data[name], mask)
+
+
+def _warn_whole(path: Path, name: str) -> None:
+    """A member that cannot be read by rows (compressed, float64, Fortran order) is loaded whole
+    by every process: said once (by the first rank), with the way out."""
+    import os
+    import sys
+
+    if os.environ.get("LOCAL_RANK", "0") == "0" and os.environ.get("RANK", "0") == "0":
+        print(f"warning: {path}: array {name!r} is compressed or not float16/float32 in C order, so every rank "
+              "loads it whole; save it with np.savez (float16/32) or convert it once to a chunked store "
+              "(clews_pipe.embeddings.zarr_format.write_embeddings_store) to read it by rows", file=sys.stderr)
+
+
+def load_embeddings(path: str | Path, lazy: bool = False) -> Embeddings:
+    """Read and validate an embeddings file; any problem → one-line :class:`ClewsError`. ``lazy``:
+    the segment embeddings of an uncompressed file are read by rows on demand (no process holds
+    them whole; the evaluator's path), masks and labels are loaded."""
     path = Path(path)
     data, keys = open_npz(path)
     missing = [k for k in ("z", "mask", "clique", "track") if k not in keys]
     if missing:
         raise ClewsError(f"embeddings file {path}: missing arrays {', '.join(missing)} (need z, mask, clique, track)")
-    z = data["z"]
-    if z.ndim != 3:
+    z = _shape_of(data, path, "z")
+    if len(z.shape) != 3:
         raise ClewsError(f"embeddings file {path}: z must be (N, S, D), got shape {z.shape}")
     n, s, _ = z.shape
     if n == 0 or s == 0 or z.shape[2] == 0:
@@ -152,7 +181,7 @@ def load_embeddings(path: str | Path) -> Embeddings:
         )
     if not np.issubdtype(clique.dtype, np.integer):
         raise ClewsError(f"embeddings file {path}: clique must be integers, got dtype {clique.dtype}")
-    z = _check_z(path, "z", z, mask)
+    z = _floats(path, data, "z", mask.astype(bool), lazy)
     queries: dict[float, tuple[np.ndarray, np.ndarray]] = {}
     for key in sorted(keys):
         if not key.startswith("zq_"):
@@ -165,20 +194,20 @@ def load_embeddings(path: str | Path) -> Embeddings:
         mkey = f"maskq_{label}"
         if mkey not in keys:
             raise ClewsError(f"embeddings file {path}: {key} has no matching {mkey}")
-        zq, mq = data[key], data[mkey]
-        if zq.ndim != 3 or zq.shape[0] != n or zq.shape[2] != z.shape[2] or mq.shape != zq.shape[:2]:
+        zq, mq = _shape_of(data, path, key), data[mkey]
+        if len(zq.shape) != 3 or zq.shape[0] != n or zq.shape[2] != z.shape[2] or mq.shape != zq.shape[:2]:
             raise ClewsError(
                 f"embeddings file {path}: {key} {zq.shape} / {mkey} {mq.shape} must be ({n}, S_tau, {z.shape[2]}) / ({n}, S_tau)"
             )
-        queries[tau] = (_check_z(path, key, zq, mq.astype(bool)), mq.astype(bool))
+        queries[tau] = (_floats(path, data, key, mq.astype(bool), lazy), mq.astype(bool))
     track_queries = None
     if "zqt" in keys:
         if "maskqt" not in keys:
             raise ClewsError(f"embeddings file {path}: zqt has no matching maskqt")
-        zqt, mqt = data["zqt"], data["maskqt"].astype(bool)
-        if zqt.ndim != 3 or zqt.shape[0] != n or zqt.shape[2] != z.shape[2] or mqt.shape != zqt.shape[:2]:
+        zqt, mqt = _shape_of(data, path, "zqt"), data["maskqt"].astype(bool)
+        if len(zqt.shape) != 3 or zqt.shape[0] != n or zqt.shape[2] != z.shape[2] or mqt.shape != zqt.shape[:2]:
             raise ClewsError(f"embeddings file {path}: zqt {zqt.shape} / maskqt {mqt.shape} must be ({n}, S_q, {z.shape[2]}) / ({n}, S_q)")
-        track_queries = (_check_z(path, "zqt", zqt, mqt), mqt)
+        track_queries = (_floats(path, data, "zqt", mqt, lazy), mqt)
     track = track.astype(str)
     if len(set(track.tolist())) != n:
         raise ClewsError(f"embeddings file {path}: track ids are not unique")
@@ -187,6 +216,23 @@ def load_embeddings(path: str | Path) -> Embeddings:
         z=z, mask=mask.astype(bool), clique=clique.astype(np.int64), track=track, queries=queries,
         clique_name=clique_name, track_queries=track_queries,
     )
+
+
+def _shape_of(data, path: Path, name: str):
+    """A member's shape and dtype from its ``.npy`` header (nothing else read), as a small object."""
+    from types import SimpleNamespace
+
+    try:
+        with data._data.zip.open(f"{name}.npy") as handle:
+            version = np.lib.format.read_magic(handle)
+            read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            shape, _fortran, dtype = read_header(handle)
+        if not dtype.hasobject:
+            return SimpleNamespace(shape=tuple(shape), dtype=dtype)
+    except Exception:  # an unusual member: the full reader below reports what is wrong with it
+        pass
+    arr = data[name]  # (an object array is refused here, with its own line)
+    return SimpleNamespace(shape=arr.shape, dtype=arr.dtype)
 
 
 def _storage_dtype(z: np.ndarray):

@@ -59,6 +59,12 @@ class LazyRows:
         out = np.asarray(self._array[...])
         return out if dtype is None else out.astype(dtype)
 
+    def take_rows(self, rows):
+        """The rows ``rows``, still read on demand."""
+        from clews_pipe.embeddings.npz_rows import RowsView
+
+        return RowsView(self, rows)
+
     def __repr__(self) -> str:
         return f"LazyRows(shape={self.shape}, dtype={self.dtype})"
 

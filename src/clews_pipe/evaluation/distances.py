@@ -34,7 +34,11 @@ import torch
 from clews_pipe.digests import arrays_sha1
 from clews_pipe.errors import ClewsError
 from clews_pipe.retrieval.redux import Redux
-from clews_pipe.retrieval.tiles import CandidateFeed, check_precision, exact_pair_distances, tile_distances
+from clews_pipe.retrieval.tiles import (
+    CandidateFeed, LazySource, check_precision, exact_pair_distances, tile_distances,
+)
+
+WIDE_TILE_FRACTION = 4  # a tile of rows larger than 1/4 of --memory-mb is read block by block
 
 
 @dataclass
@@ -113,6 +117,90 @@ def _same_inputs(zq, mask_q, zc, mask_c) -> bool:
     return zq.shape == zc.shape and np.array_equal(zq, zc) and np.array_equal(mask_q, mask_c)
 
 
+@dataclass
+class _Inputs:
+    """The checked inputs of one matrix."""
+
+    zq: object
+    mask_q: object
+    zc: object
+    mask_c: object
+    symmetric: bool
+
+
+def _check_inputs(zq, mask_q, zc, mask_c, redux: Redux, query_track, candidate_track, query_clique,
+                  candidate_clique, symmetric: bool | None) -> _Inputs:
+    if not hasattr(zq, "digest"):
+        zq, mask_q = np.asarray(zq), np.asarray(mask_q, dtype=bool)
+    if not hasattr(zc, "digest"):
+        zc, mask_c = np.asarray(zc), np.asarray(mask_c, dtype=bool)
+    if len(zq.shape) != 3 or len(zc.shape) != 3 or zq.shape[2] != zc.shape[2]:
+        raise ClewsError(f"distance matrix: query embeddings {tuple(zq.shape)} and candidates {tuple(zc.shape)} must be (N, S, D) with the same D")
+    if tuple(mask_q.shape) != tuple(zq.shape[:2]) or tuple(mask_c.shape) != tuple(zc.shape[:2]):
+        raise ClewsError(f"distance matrix: masks {tuple(mask_q.shape)} / {tuple(mask_c.shape)} do not match embeddings")
+    n_q, n_c = zq.shape[0], zc.shape[0]
+    if len(query_track) != n_q or len(candidate_track) != n_c or len(query_clique) != n_q or len(candidate_clique) != n_c:
+        raise ClewsError("distance matrix: track / clique lists do not match the number of embeddings")
+    same_tracks = n_q == n_c and list(map(str, query_track)) == list(map(str, candidate_track))
+    same_inputs = same_tracks and _same_inputs(zq, mask_q, zc, mask_c)
+    if symmetric is None:
+        symmetric = same_inputs and redux.symmetric
+    elif symmetric and not (same_inputs and redux.symmetric):
+        raise ClewsError(f"distance matrix: symmetric mode needs identical queries and candidates and a symmetric reduction, not {redux}")
+    return _Inputs(zq, mask_q, zc, mask_c, bool(symmetric))
+
+
+def _todo_tiles(done_marks, my_rows: list[int], symmetric: bool) -> list[tuple[int, int]]:
+    todo = []
+    n_tc = done_marks.shape[1]
+    for qi in my_rows:
+        done_row = done_marks[qi]
+        first_col = qi if symmetric else 0
+        todo.extend((qi, ci) for ci in range(first_col, n_tc) if not done_row[ci])
+    return todo
+
+
+def _fill_tiles(group, todo, inputs: _Inputs, redux: Redux, settings: TileSettings, precision: str, tile: int,
+                bar, on_tile) -> None:
+    """Compute, write and mark each (query block, candidate block) tile of ``todo``."""
+    matrix, done_marks = group["distances"], group["tile_done"]
+    zq, mask_q, zc, mask_c = inputs.zq, inputs.mask_q, inputs.zc, inputs.mask_c
+    n_q, n_c = zq.shape[0], zc.shape[0]
+    row_bytes = int(zc.shape[1]) * int(zc.shape[2]) * np.dtype(zc.dtype).itemsize + int(zc.shape[1])
+    # wide rows on the CPU: a tile's rows are read block by block inside the tile, never whole
+    lazy = (settings.device == "cpu" and hasattr(zc, "digest")  # rows read on demand (store, npz), not in memory
+            and tile * row_bytes > settings.memory_mb * 2**20 / WIDE_TILE_FRACTION)
+    feed = CandidateFeed(lambda a, b: (zc[a:b], mask_c[a:b]), n_c, row_bytes, settings.device,
+                         block_rows=tile if lazy else max(tile, 4096 // tile * tile),
+                         lazy_rows=LazySource(zc, mask_c) if lazy else None)
+    queries = LazySource(zq, mask_q) if lazy else None
+    if lazy:  # the bounded-memory path: freed block copies return to the system (costs page faults)
+        from clews_pipe.resources import bound_heap
+
+        bound_heap()
+    current_qi, q_block = None, None
+    for qi, ci in todo:
+        q0, q1 = qi * tile, min(n_q, (qi + 1) * tile)
+        c0, c1 = ci * tile, min(n_c, (ci + 1) * tile)
+        if qi != current_qi:  # this rank's query rows, one row block at a time (sent to the device once)
+            current_qi = qi
+            q_block = (queries.rows(q0, q1) if lazy else _rows(zq, q0, q1).to(settings.device),
+                       _rows(mask_q, q0, q1).to(settings.device))
+        zc_block, mc_block = feed.get(c0, c1)
+        block = tile_distances(
+            q_block[0], q_block[1], zc_block, mc_block, redux, settings.memory_mb, settings.device,
+            diagonal=inputs.symmetric and qi == ci, precision=precision,
+        )
+        matrix[q0:q1, c0:c1] = block
+        if inputs.symmetric and ci != qi:
+            matrix[c0:c1, q0:q1] = block.T
+        done_marks[qi, ci] = 1
+        if bar is not None:
+            bar.update(1)
+        if on_tile is not None:
+            on_tile(qi, ci)
+
+
 def compute_distance_matrix(
     path: str | Path,
     zq, mask_q, zc, mask_c,
@@ -144,92 +232,40 @@ def compute_distance_matrix(
     settings = settings or TileSettings()
     redux = Redux.parse(redux)
     precision = check_precision(settings.precision)
-    if not hasattr(zq, "digest"):
-        zq, mask_q = np.asarray(zq), np.asarray(mask_q, dtype=bool)
-    if not hasattr(zc, "digest"):
-        zc, mask_c = np.asarray(zc), np.asarray(mask_c, dtype=bool)
-    if len(zq.shape) != 3 or len(zc.shape) != 3 or zq.shape[2] != zc.shape[2]:
-        raise ClewsError(f"distance matrix: query embeddings {tuple(zq.shape)} and candidates {tuple(zc.shape)} must be (N, S, D) with the same D")
-    if tuple(mask_q.shape) != tuple(zq.shape[:2]) or tuple(mask_c.shape) != tuple(zc.shape[:2]):
-        raise ClewsError(f"distance matrix: masks {tuple(mask_q.shape)} / {tuple(mask_c.shape)} do not match embeddings")
-    n_q, n_c = zq.shape[0], zc.shape[0]
-    if len(query_track) != n_q or len(candidate_track) != n_c or len(query_clique) != n_q or len(candidate_clique) != n_c:
-        raise ClewsError("distance matrix: track / clique lists do not match the number of embeddings")
-    same_tracks = n_q == n_c and list(map(str, query_track)) == list(map(str, candidate_track))
-    same_inputs = same_tracks and _same_inputs(zq, mask_q, zc, mask_c)
-    if symmetric is None:
-        symmetric = same_inputs and redux.symmetric
-    elif symmetric and not (same_inputs and redux.symmetric):
-        raise ClewsError(f"distance matrix: symmetric mode needs identical queries and candidates and a symmetric reduction, not {redux}")
+    inputs = _check_inputs(zq, mask_q, zc, mask_c, redux, query_track, candidate_track, query_clique,
+                           candidate_clique, symmetric)
     barrier = barrier or (lambda: None)
     tile = int(settings.tile)
     path = Path(path)
+    names = {
+        "query_track": np.asarray(query_track, dtype=str),
+        "candidate_track": np.asarray(candidate_track, dtype=str),
+        "query_clique": np.asarray(query_clique, dtype=np.int64),
+        "candidate_clique": np.asarray(candidate_clique, dtype=np.int64),
+    }
     attrs = {
-        "redux": redux.name,
-        "tile": tile,
-        "symmetric": bool(symmetric),
-        "precision": precision,
+        "redux": redux.name, "tile": tile, "symmetric": inputs.symmetric, "precision": precision,
         "fingerprint": fingerprint(
-            zq, mask_q, zc, mask_c, np.asarray(query_track, dtype=str),
-            np.asarray(candidate_track, dtype=str), np.asarray(query_clique), np.asarray(candidate_clique),
-            extra=f"{redux}|{tile}|{symmetric}" + ("" if precision == "fp32" else f"|{precision}"),
+            inputs.zq, inputs.mask_q, inputs.zc, inputs.mask_c, names["query_track"], names["candidate_track"],
+            np.asarray(query_clique), np.asarray(candidate_clique),
+            extra=f"{redux}|{tile}|{inputs.symmetric}" + ("" if precision == "fp32" else f"|{precision}"),
         ),
     }
-    group = _open_or_create(
-        path, n_q, n_c, tile, attrs,
-        {
-            "query_track": np.asarray(query_track, dtype=str),
-            "candidate_track": np.asarray(candidate_track, dtype=str),
-            "query_clique": np.asarray(query_clique, dtype=np.int64),
-            "candidate_clique": np.asarray(candidate_clique, dtype=np.int64),
-        },
-        rank, barrier, resume,
-    )
-    matrix = group["distances"]
-    done_marks = group["tile_done"]
-    n_tq, n_tc = done_marks.shape
-    my_rows = row_blocks_for_rank(n_tq, rank, world_size, symmetric)
-    todo = []
-    for qi in my_rows:
-        done_row = done_marks[qi]
-        first_col = qi if symmetric else 0
-        todo.extend((qi, ci) for ci in range(first_col, n_tc) if not done_row[ci])
+    group = _open_or_create(path, inputs.zq.shape[0], inputs.zc.shape[0], tile, attrs, names, rank, barrier, resume)
+    my_rows = row_blocks_for_rank(group["tile_done"].shape[0], rank, world_size, inputs.symmetric)
+    todo = _todo_tiles(group["tile_done"], my_rows, inputs.symmetric)
     bar = None
     if progress and rank == 0 and todo:
         from clews_pipe.progress import progress_bar
 
         bar = progress_bar(total=len(todo), desc=f"distances ({redux}, rank 0 of {world_size})", unit="tile")
-    feed = None
     if todo:
-        row_bytes = int(zc.shape[1]) * int(zc.shape[2]) * np.dtype(zc.dtype).itemsize + int(zc.shape[1])
-        feed = CandidateFeed(lambda a, b: (zc[a:b], mask_c[a:b]), n_c, row_bytes, settings.device,
-                             block_rows=max(tile, 4096 // tile * tile))
-    current_qi, q_block = None, None
-    for qi, ci in todo:
-        q0, q1 = qi * tile, min(n_q, (qi + 1) * tile)
-        c0, c1 = ci * tile, min(n_c, (ci + 1) * tile)
-        if qi != current_qi:  # this rank's query rows, one row block at a time (sent to the device once)
-            current_qi = qi
-            q_block = (_rows(zq, q0, q1).to(settings.device), _rows(mask_q, q0, q1).to(settings.device))
-        zc_block, mc_block = feed.get(c0, c1)
-        block = tile_distances(
-            q_block[0], q_block[1], zc_block, mc_block, redux, settings.memory_mb, settings.device,
-            diagonal=symmetric and qi == ci, precision=precision,
-        )
-        matrix[q0:q1, c0:c1] = block
-        if symmetric and ci != qi:
-            matrix[c0:c1, q0:q1] = block.T
-        done_marks[qi, ci] = 1
-        if bar is not None:
-            bar.update(1)
-        if on_tile is not None:
-            on_tile(qi, ci)
+        _fill_tiles(group, todo, inputs, redux, settings, precision, tile, bar, on_tile)
     if bar is not None:
         bar.close()
-    del feed
     barrier()
     if precision != "fp32":
-        _refine_rows(group, my_rows, zq, mask_q, zc, mask_c, redux, settings, tile)
+        _refine_rows(group, my_rows, inputs.zq, inputs.mask_q, inputs.zc, inputs.mask_c, redux, settings, tile)
         barrier()
     return path
 

@@ -22,8 +22,8 @@ from clews_pipe.errors import ClewsError
 from clews_pipe.ranks import RankContext
 from clews_pipe.evaluation.distances import TileSettings, compute_distance_matrix, open_distances
 from clews_pipe.embeddings.npz_format import Embeddings, tau_key
-from clews_pipe.reporting.per_query import nearest, neighbour_items, write_per_query_csv
-from clews_pipe.retrieval.metrics import QueryMetrics, query_metrics, self_columns, summarize
+from clews_pipe.reporting.per_query import neighbour_cells, write_per_query_csv
+from clews_pipe.retrieval.metrics import QueryMetrics, summarize
 from clews_pipe.reporting.eval_dir import clear_evaluation, write_metrics
 from clews_pipe.retrieval.protocol_options import MIN_VERSIONS, Protocol
 from clews_pipe.retrieval.redux import Redux
@@ -48,40 +48,37 @@ class MatrixReport:
 
 def matrix_metrics(path: str | Path, redux: str, level: str, block_rows: int = 128,
                    nar_kind: str = "strict") -> tuple[dict, QueryMetrics]:
-    """Metrics of a finished distance matrix, read and ranked ``block_rows`` query rows at a time."""
+    """Metrics of a finished distance matrix (``block_rows`` is kept for callers; the rows are
+    counted one row block of the matrix at a time)."""
     report = matrix_report(path, redux, level, block_rows, nar_kind)
     return report.summary, report.per_query
 
 
 def matrix_report(path: str | Path, redux: str, level: str, block_rows: int = 128,
-                  nar_kind: str = "strict") -> MatrixReport:
-    """One pass over a finished matrix: metrics (``NAR`` of ``nar_kind``), the nearest candidates of
-    each query and the range of the distances between different tracks."""
+                  nar_kind: str = "strict", ctx: "RankContext | None" = None,
+                  memory_mb: float = 64.0) -> MatrixReport | None:
+    """Metrics (``NAR`` of ``nar_kind``), the nearest candidates of each query and the range of
+    the distances between different tracks of a finished matrix. Every rank of ``ctx`` counts the
+    per-query results of its own query rows (:mod:`clews_pipe.evaluation.rank_rows`); rank 0
+    gathers and reduces them and gets the report, the other ranks None."""
+    from clews_pipe.evaluation.rank_rows import matrix_rows
+
+    ctx = ctx or RankContext()
+    rows = matrix_rows(path, ctx.rank, ctx.world_size, ctx.barrier, memory_mb)
+    if rows is None:
+        return None
     group = open_distances(path)
-    matrix = group["distances"]
-    q_track = group["query_track"][:]
+    q_clique, c_clique = group["query_clique"][:], group["candidate_clique"][:]
     c_track = group["candidate_track"][:]
-    q_clique = group["query_clique"][:]
-    c_clique = group["candidate_clique"][:]
-    own = self_columns(q_track, c_track)
-    parts, neighbours = [], []
-    d_min, d_max = math.inf, -math.inf
-    for start in range(0, matrix.shape[0], block_rows):
-        stop = min(matrix.shape[0], start + block_rows)
-        rows = matrix[start:stop]
-        if np.isnan(rows).any():
-            raise ClewsError(f"distance matrix {path}: NaN distances in rows {start}..{stop - 1}")
-        parts.append(query_metrics(rows, q_clique[start:stop], c_clique, own[start:stop]))
-        cols, dists = nearest(rows, own[start:stop])
-        neighbours += neighbour_items(cols, dists, c_track, c_clique, q_clique[start:stop])
-        off_self = np.ones(rows.shape, dtype=bool)
-        mine = own[start:stop] >= 0
-        off_self[np.nonzero(mine)[0], own[start:stop][mine]] = False
-        values = rows[off_self & np.isfinite(rows)]
-        if values.size:
-            d_min, d_max = min(d_min, float(values.min())), max(d_max, float(values.max()))
-    per_query = QueryMetrics.concat(parts)
-    return MatrixReport(summarize(per_query, redux, level, nar_kind=nar_kind), per_query, neighbours, d_min, d_max)
+    neighbours = neighbour_cells(rows.nn_col, rows.nn_dist, c_track, c_clique, q_clique)
+    per_query = rows.query_metrics()
+    return MatrixReport(summarize(per_query, redux, level, nar_kind=nar_kind), per_query, neighbours,
+                        rows.d_min, rows.d_max)
+
+
+def _metrics_mb(settings: TileSettings | None) -> float:
+    """Workspace of the per-query counting: the distance blocks' budget (at least 16 MB)."""
+    return max(16.0, float((settings or TileSettings()).memory_mb))
 
 
 def collapse_warnings(d_min: float, d_max: float) -> list[str]:
@@ -189,9 +186,9 @@ def evaluate_track_level(
         settings=replace(settings or TileSettings(), device=ctx.device), rank=ctx.rank, world_size=ctx.world_size, barrier=ctx.barrier,
         progress=progress, on_tile=on_tile,
     )
-    if ctx.rank != 0:
+    report = matrix_report(path, redux, "track", nar_kind=protocol.nar, ctx=ctx, memory_mb=_metrics_mb(settings))
+    if report is None:
         return None
-    report = matrix_report(path, redux, "track", nar_kind=protocol.nar)
     _no_query_error(report.summary, f"track level ({redux})")
     warnings += collapse_warnings(report.d_min, report.d_max)
     _warn(warnings)
@@ -237,8 +234,9 @@ def evaluate_segment_level(
             settings=replace(settings or TileSettings(), device=ctx.device), rank=ctx.rank, world_size=ctx.world_size, barrier=ctx.barrier,
             progress=progress,
         )
-        if ctx.rank == 0:
-            report = matrix_report(path, SEGMENT_REDUX, "segment", nar_kind=protocol.nar)
+        report = matrix_report(path, SEGMENT_REDUX, "segment", nar_kind=protocol.nar, ctx=ctx,
+                               memory_mb=_metrics_mb(settings))
+        if report is not None:
             _no_query_error(report.summary, f"segment level, tau {tau_key(tau)} s")
             warnings = base_warnings + [f"tau {tau_key(tau)} s: {w}" for w in collapse_warnings(report.d_min, report.d_max)]
             all_warnings += warnings[len(base_warnings):]

@@ -46,6 +46,20 @@ def neighbour_items(cols: np.ndarray, dists: np.ndarray, candidate_track, candid
     return out
 
 
+def neighbour_cells(nn_col: np.ndarray, nn_dist: np.ndarray, candidate_track, candidate_clique,
+                    query_clique) -> list[str]:
+    """The ``neighbours`` cell of each query from (n, k) columns (-1 = none) and distances."""
+    nn_col = np.asarray(nn_col)
+    valid = nn_col >= 0
+    cols = nn_col[valid]
+    tracks = np.asarray(candidate_track)[cols].tolist()
+    match = (np.asarray(candidate_clique)[cols] == np.repeat(np.asarray(query_clique), valid.sum(1))).astype(int).tolist()
+    items = [f"{t}:{d:.6g}:{m}" for t, d, m in zip(tracks, np.asarray(nn_dist, dtype=np.float64)[valid].tolist(), match)]
+    ends = np.cumsum(valid.sum(1)).tolist()
+    starts = [0] + ends[:-1]
+    return [" ".join(items[a:b]) for a, b in zip(starts, ends)]
+
+
 def _cell(value: float, digits: str) -> str:
     return "" if value is None or not math.isfinite(value) else format(float(value), digits)
 

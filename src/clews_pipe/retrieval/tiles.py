@@ -97,8 +97,9 @@ class CandidateFeed:
     """
 
     def __init__(self, read: Callable, n_rows: int, row_bytes: int, device: str = "cpu", block_rows: int = 4096,
-                 resident: bool | None = None):
+                 resident: bool | None = None, lazy_rows: "LazySource | None" = None):
         self.read = read
+        self.lazy_rows = lazy_rows  # host mode only: blocks served as RowReaders
         self.n_rows = int(n_rows)
         self.device = torch.device(device)
         self.block_rows = max(1, int(block_rows))
@@ -152,17 +153,54 @@ class CandidateFeed:
     def get(self, c0: int, c1: int) -> tuple[torch.Tensor, torch.Tensor]:
         if self.mode == "resident":
             return self._z[c0:c1], self._mask[c0:c1]
+        if self.mode == "host" and self.lazy_rows is not None:  # wide rows: read block by block in the tile
+            return self.lazy_rows.rows(c0, c1), torch.as_tensor(np.asarray(self.lazy_rows.read_mask(c0, c1), dtype=bool))
         z, m = self._host(c0, c1)
         if self.mode == "pinned":
             return self._to_device(z, m)
         return z, m
 
 
-def _block_shape(tile_q: int, tile_c: int, u: int, v: int, memory_mb: float) -> tuple[int, int]:
+COPY_BYTES_PER_VALUE = 8  # float32 copy of a block's rows and its augmented matmul operand
+
+
+def _block_shape(tile_q: int, tile_c: int, u: int, v: int, memory_mb: float, dim: int = 0) -> tuple[int, int]:
+    """Query and candidate tracks per block: segment-pair workspace within ``memory_mb``, and (with
+    ``dim``) the blocks' float32 copies within half of it (they dominate for wide embeddings)."""
     pairs = max(1, int(memory_mb * 2**20 // (u * v * BYTES_PER_SEGMENT_PAIR)))
     bq = max(1, min(tile_q, int(math.sqrt(pairs))))
     bc = max(1, min(tile_c, pairs // bq))
+    if dim:
+        copies = max(1, int(memory_mb * 2**20 / 2 // ((u + v) * (dim + 2) * COPY_BYTES_PER_VALUE)))
+        bq, bc = min(bq, copies), min(bc, copies)
     return bq, bc
+
+
+class LazySource:
+    """An embeddings source read by rows: ``rows(a, b)`` → :class:`RowReader`, ``read_mask(a, b)``."""
+
+    def __init__(self, z, mask):
+        self.z, self.mask = z, mask
+
+    def rows(self, start: int, stop: int) -> "RowReader":
+        return RowReader(lambda a, b: self.z[a:b], start, stop, tuple(self.z.shape[1:]), self.z.dtype)
+
+    def read_mask(self, start: int, stop: int):
+        return self.mask[start:stop]
+
+
+class RowReader:
+    """Rows ``[start, stop)`` of a host array read only when sliced (``reader[a:b]`` → tensor):
+    a tile of wide embeddings is then never held whole, only the block being computed."""
+
+    def __init__(self, read: Callable[[int, int], np.ndarray], start: int, stop: int, row_shape: tuple, dtype):
+        self.read, self.start = read, int(start)
+        self.shape = (int(stop) - int(start), *row_shape)
+        self.dtype = dtype
+
+    def __getitem__(self, key: slice) -> torch.Tensor:
+        a, b, _ = key.indices(self.shape[0])
+        return torch.as_tensor(np.ascontiguousarray(self.read(self.start + a, self.start + b)))
 
 
 def tile_distances(
@@ -177,9 +215,9 @@ def tile_distances(
     fp32 | tf32 | bf16 for the segment-distance matmul (see the module notes).
     """
     check_precision(precision)
-    n_q, u, _ = zq.shape
+    n_q, u, dim = zq.shape
     n_c, v, _ = zc.shape
-    bq, bc = _block_shape(n_q, n_c, u, v, memory_mb)
+    bq, bc = _block_shape(n_q, n_c, u, v, memory_mb, dim)
     if diagonal:
         bq = bc = max(1, int(math.sqrt(bq * bc)))
     redux = Redux.parse(redux)

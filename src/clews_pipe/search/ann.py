@@ -10,6 +10,8 @@ Defaults (M segments of dimension D; every one overridable):
 ``pq_bits``          bits per sub-quantizer code: 8 (so ``ivf-pq`` keeps D / 8 bytes a segment)
 ``hnsw_m``           HNSW links per node: 32     ``ef_construction`` 80     ``ef_search`` 128
 ``train_size``       vectors the IVF quantizers are trained on: min(M, max(64·nlist, 20000))
+``rerank``           approximate kinds: nearest segments each query segment keeps as candidates,
+                     max(64, rerank · top), before the exact re-rank: 10 (``ivf-pq`` tunes it)
 
 Search parameters (``nprobe``, ``ef_search``) are recorded with the index and can be changed at
 search time. Approximate kinds only choose candidate tracks; the segment index re-ranks them
@@ -24,7 +26,8 @@ from dataclasses import asdict, dataclass, replace
 from clews_pipe.errors import ClewsError
 
 KINDS = ("flat", "ivf-flat", "ivf-pq", "hnsw")
-_INT_PARAMS = ("nlist", "nprobe", "pq_m", "pq_bits", "hnsw_m", "ef_construction", "ef_search", "train_size")
+_INT_PARAMS = ("nlist", "nprobe", "pq_m", "pq_bits", "hnsw_m", "ef_construction", "ef_search", "train_size",
+               "rerank")
 
 
 @dataclass(frozen=True)
@@ -38,6 +41,7 @@ class IndexParams:
     ef_construction: int = 80
     ef_search: int = 128
     train_size: int = 0
+    rerank: int = 10  # approximate kinds: nearest segments kept per query segment = max(64, rerank x top)
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -57,6 +57,7 @@ class SegmentIndex:
     segment_start: np.ndarray  # (M,) float64
     params: IndexParams = IndexParams()
     vectors: np.ndarray | None = None  # (M, D) exact vectors (memory-mapped) for approximate kinds
+    recall: dict | None = None  # approximate kinds: what the build measured (ann_recall.RecallReport)
 
     @property
     def dim(self) -> int:
@@ -179,10 +180,19 @@ def _store_blocks(source: Path, hop: float):
 
 # --------------------------------------------------------------------------------------- build / load
 def build_segment_index(source: str | Path, out: str | Path, hop: float = 5.0, kind: str = "flat",
-                        params: dict | None = None) -> SegmentIndex:
+                        params: dict | None = None, target_recall: float | None = None,
+                        recall_queries: int | None = None) -> SegmentIndex:
     """Index every candidate segment of ``source`` with an index of ``kind`` (flat, ivf-flat,
     ivf-pq, hnsw; ``params`` override the defaults of :func:`~clews_pipe.search.ann.default_params`);
-    write ``out``, its mapping and (approximate kinds) its exact vectors beside it."""
+    write ``out``, its mapping and (approximate kinds) its exact vectors beside it. Approximate
+    kinds then measure their recall against exact search and, unless ``nprobe`` / ``ef_search``
+    was given, tune it to ``target_recall`` (:mod:`clews_pipe.search.recall`)."""
+    from clews_pipe.search.recall import DEFAULT_QUERIES, DEFAULT_TARGET, check_target
+
+    target = check_target(DEFAULT_TARGET if target_recall is None else target_recall)
+    queries = DEFAULT_QUERIES if recall_queries is None else int(recall_queries)
+    if queries < 1:
+        raise ClewsError(f"--recall-queries must be >= 1, got {recall_queries}")
     source = Path(source)
     if source.is_dir() and _is_embedding_store(source):  # streamed block by block
         first = next(_store_blocks(source, hop))
@@ -191,7 +201,39 @@ def build_segment_index(source: str | Path, out: str | Path, hop: float = 5.0, k
     else:
         vectors, tracks, segment_track, segment_start = segments_from_source(source, hop=hop)
         blocks = lambda: iter([(vectors, segment_track, segment_start)])  # noqa: E731
-    return build_index_from_blocks(blocks, tracks, out, kind, params)
+    built = build_index_from_blocks(blocks, tracks, out, kind, params)
+    return tune_index(built, out, target, queries, given=_search_param_given(kind, params))
+
+
+def _search_param_given(kind: str, params: dict | None) -> bool:
+    given = {k for k, v in (params or {}).items() if v is not None}
+    return ("nprobe" in given) if kind in ("ivf-flat", "ivf-pq") else ("ef_search" in given)
+
+
+def tune_index(built: SegmentIndex, out: str | Path, target: float, queries: int, given: bool) -> SegmentIndex:
+    """Measure (and unless ``given``, tune) an approximate index's recall; store the chosen
+    search setting and the report in its mapping. Flat indexes are returned as they are."""
+    from dataclasses import replace
+
+    from clews_pipe.search.recall import tune_recall
+
+    if not built.params.approximate:
+        return built
+    report = tune_recall(built, search_tracks, target, queries, given=given)
+    params = replace(built.params, **{report.parameter: report.value}, rerank=report.rerank)
+    set_search_params(built.index, params)
+    built = replace(built, params=params, recall=report.to_dict())
+    _write_mapping(out, built)
+    return built
+
+
+def _write_mapping(out: str | Path, built: SegmentIndex) -> None:
+    import json
+
+    extra = {} if built.recall is None else {"recall": np.asarray(json.dumps(built.recall))}
+    with atomic_path(mapping_path(out), suffix=".npz") as tmp_map:
+        np.savez(tmp_map, tracks=np.asarray(built.tracks, dtype=str), segment_track=built.segment_track,
+                 segment_start=built.segment_start, params=np.asarray(json.dumps(built.params.to_dict())), **extra)
 
 
 def build_index_from_blocks(blocks, tracks: np.ndarray, out: str | Path, kind: str = "flat",
@@ -305,6 +347,7 @@ def load_segment_index(path: str | Path, search_params: dict | None = None) -> S
         data = np.load(mpath, allow_pickle=False)
         tracks, seg_track, seg_start = data["tracks"].astype(str), data["segment_track"], data["segment_start"]
         params = params_from_dict(json.loads(str(data["params"]))) if "params" in data.files else IndexParams()
+        recall = json.loads(str(data["recall"])) if "recall" in data.files else None
     except Exception as exc:  # zip/format/missing-key/JSON errors
         raise ClewsError(f"{mpath}: unreadable segment mapping ({type(exc).__name__}: {exc})") from None
     if seg_track.shape[0] != index.ntotal or seg_start.shape != seg_track.shape:
@@ -328,7 +371,7 @@ def load_segment_index(path: str | Path, search_params: dict | None = None) -> S
         if vectors.shape != (index.ntotal, index.d):
             raise ClewsError(f"{vpath}: shape {vectors.shape} != ({index.ntotal}, {index.d}) of {path}")
     return SegmentIndex(index=index, tracks=tracks, segment_track=seg_track.astype(np.int64),
-                        segment_start=seg_start.astype(np.float64), params=params, vectors=vectors)
+                        segment_start=seg_start.astype(np.float64), params=params, vectors=vectors, recall=recall)
 
 
 # --------------------------------------------------------------------------------------- search
@@ -395,7 +438,7 @@ def _approximate_search(seg_index: SegmentIndex, query: np.ndarray, query_starts
                         excluded: np.ndarray, k_start: int | None, stats: dict | None) -> list[Match]:
     """Candidate tracks from the approximate k nearest segments, re-ranked by exact R_min."""
     n_segments = seg_index.n_segments
-    k = min(n_segments, k_start if k_start is not None else max(64, 10 * wanted))
+    k = min(n_segments, k_start if k_start is not None else max(64, seg_index.params.rerank * wanted))
     _dist, ids = _knn(seg_index.index, query, k)
     ids = ids[ids >= 0]
     candidates = np.unique(seg_index.segment_track[ids])
