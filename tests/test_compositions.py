@@ -13,7 +13,7 @@ import pytest
 from clews_pipe.datasets.arrange import Part, Performance
 from clews_pipe.datasets.compositions import generate_compositions_corpus
 from clews_pipe.datasets.harmony import estimate_key
-from clews_pipe.datasets.render import choose_renderer, render_numpy, write_midi
+from clews_pipe.datasets.render import choose_renderer, write_midi
 from clews_pipe.datasets.scores import Voice
 from clews_pipe.datasets.works import chorale_works, choose_works
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 import json
 import os
 import time
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,7 +31,7 @@ from clews_pipe.datasets.scores import parse_piece
 from clews_pipe.datasets.works import Work, WorkChoice, choose_works
 from clews_pipe.errors import ClewsError, first_line
 from clews_pipe.datasets.demo_corpus import (
-    SPLIT_FILE_PREFIX, _SOUNDFILE_FORMATS, _split_counts, _write_mp3, _youtube_ids,
+    SPLIT_FILE_PREFIX, _SOUNDFILE_FORMATS, _split_counts, _write_mp3, _youtube_ids, render_all,
 )
 
 
@@ -214,18 +213,4 @@ def generate_compositions_corpus(
 
 
 def _run(jobs: list[CliqueJob], workers: int, progress: bool) -> list[dict]:
-    from clews_pipe.progress import progress_bar
-
-    pool = ProcessPoolExecutor(max_workers=workers) if workers > 1 else None
-    results = []
-    try:
-        stream = pool.map(render_clique, jobs) if pool else map(render_clique, jobs)
-        with progress_bar(total=len(jobs), desc="render compositions", unit="clique", disable=not progress,
-                          leave=False) as bar:
-            for result in stream:
-                results.append(result)
-                bar.update(1)
-    finally:
-        if pool is not None:
-            pool.shutdown()
-    return results
+    return render_all(render_clique, jobs, workers, progress, desc="render compositions", unit="clique", chunksize=1)

@@ -389,16 +389,16 @@ def assign_splits(rng: np.random.Generator, cliques: int, split_fractions) -> np
     return split_of
 
 
-def render_all(render: Callable[[dict], dict], jobs: list[dict], workers: int, progress: bool,
-               desc: str = "render versions") -> list[dict]:
+def render_all(render: Callable, jobs: list, workers: int, progress: bool, desc: str = "render versions",
+               unit: str = "track", chunksize: int = 4) -> list[dict]:
     """``render(job)`` for every job, in ``workers`` processes when > 1, results in job order."""
     from clews_pipe.progress import progress_bar
 
     pool = ProcessPoolExecutor(max_workers=workers) if workers > 1 else None
     try:
-        results = pool.map(render, jobs, chunksize=4) if pool else map(render, jobs)
+        results = pool.map(render, jobs, chunksize=chunksize) if pool else map(render, jobs)
         rendered = []
-        with progress_bar(total=len(jobs), desc=desc, unit="track", disable=not progress, leave=False) as bar:
+        with progress_bar(total=len(jobs), desc=desc, unit=unit, disable=not progress, leave=False) as bar:
             for result in results:
                 rendered.append(result)
                 bar.update(1)
