@@ -31,7 +31,7 @@ from clews_pipe.datasets.scores import parse_piece
 from clews_pipe.datasets.works import Work, WorkChoice, choose_works
 from clews_pipe.errors import ClewsError, first_line
 from clews_pipe.datasets.demo_corpus import (
-    SPLIT_FILE_PREFIX, _SOUNDFILE_FORMATS, _split_counts, _write_mp3, _youtube_ids, render_all,
+    SPLIT_FILE_PREFIX, _SOUNDFILE_FORMATS, _write_mp3, assign_splits, draw_corpus_ids, render_all,
 )
 
 
@@ -148,18 +148,10 @@ def _check(cliques: int, seed: int, versions_min: int, versions_max: int, durati
 def _plan(cliques: int, seed: int, versions_min: int, versions_max: int, split_fractions) -> list[CliquePlan]:
     """Each clique's ids and split for the seed."""
     rng = np.random.default_rng([seed, 0])
-    n_versions = rng.integers(versions_min, versions_max + 1, size=cliques)
-    n_tracks = int(n_versions.sum())
-    clique_ids = [f"C-{x:07d}" for x in rng.choice(10_000_000, size=cliques, replace=False)]
-    version_ids = [f"V-{x:07d}" for x in rng.choice(10_000_000, size=n_tracks, replace=False)]
-    youtube_ids = _youtube_ids(rng, n_tracks)
-    bounds = np.concatenate([[0], np.cumsum(n_versions)])
-    counts = _split_counts(cliques, split_fractions)
-    order = rng.permutation(cliques)
-    split = np.empty(cliques, dtype=object)
-    split[order[: counts[0]]] = "train"
-    split[order[counts[0]: counts[0] + counts[1]]] = "val"
-    split[order[counts[0] + counts[1]:]] = "test"
+    ids = draw_corpus_ids(rng, cliques, versions_min, versions_max)
+    clique_ids, version_ids, youtube_ids = ids.clique_ids, ids.version_ids, ids.youtube_ids
+    bounds = np.concatenate([[0], np.cumsum(ids.n_versions)])
+    split = assign_splits(rng, cliques, split_fractions)
     return [CliquePlan(clique_ids[c], version_ids[bounds[c]:bounds[c + 1]], youtube_ids[bounds[c]:bounds[c + 1]],
                        str(split[c])) for c in range(cliques)]
 

@@ -365,6 +365,25 @@ class SplitEntry:
     youtube_id: str
 
 
+@dataclass(frozen=True)
+class CorpusIds:
+    """The Discogs-VI-style ids of a generated corpus, tracks in clique order."""
+
+    n_versions: np.ndarray  # (cliques,) versions per clique
+    clique_ids: list[str]
+    version_ids: list[str]
+    youtube_ids: list[str]
+
+
+def draw_corpus_ids(rng: np.random.Generator, cliques: int, versions_min: int, versions_max: int) -> CorpusIds:
+    """Versions per clique and unique clique, version and youtube ids, drawn from ``rng`` in that order."""
+    n_versions = rng.integers(versions_min, versions_max + 1, size=cliques)
+    n_tracks = int(n_versions.sum())
+    clique_ids = [f"C-{x:07d}" for x in rng.choice(10_000_000, size=cliques, replace=False)]
+    version_ids = [f"V-{x:07d}" for x in rng.choice(10_000_000, size=n_tracks, replace=False)]
+    return CorpusIds(n_versions, clique_ids, version_ids, _youtube_ids(rng, n_tracks))
+
+
 def prepare_corpus_folder(out) -> Path:
     """Create ``out/audio`` (one error line when ``out`` is a file or cannot be created); return it."""
     out = Path(out)
@@ -459,11 +478,9 @@ def generate_corpus(
     audio_root = prepare_corpus_folder(out)
     started = time.perf_counter()
     rng = np.random.default_rng([seed, 0])
-    n_versions = rng.integers(versions_min, versions_max + 1, size=cliques)
-    n_tracks = int(n_versions.sum())
-    clique_ids = [f"C-{x:07d}" for x in rng.choice(10_000_000, size=cliques, replace=False)]
-    version_ids = [f"V-{x:07d}" for x in rng.choice(10_000_000, size=n_tracks, replace=False)]
-    youtube_ids = _youtube_ids(rng, n_tracks)
+    ids = draw_corpus_ids(rng, cliques, versions_min, versions_max)
+    n_versions, n_tracks = ids.n_versions, len(ids.version_ids)
+    clique_ids, version_ids, youtube_ids = ids.clique_ids, ids.version_ids, ids.youtube_ids
     durations = rng.uniform(duration_min, duration_max, size=n_tracks)
     suffixes = rng.choice(_TITLE_SUFFIXES, size=n_tracks)
     split_of = assign_splits(rng, cliques, split_fractions)
