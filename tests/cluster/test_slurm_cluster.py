@@ -178,7 +178,8 @@ def test_train_two_nodes_cancelled_and_resubmitted_equals_uninterrupted(work, st
 
 def test_train_time_limit_signal_checkpoint_requeue_finish(work, store):
     # enough epochs that the run cannot finish before the warning even on an idle machine
-    # (about 0.6 s per epoch here when idle: 40 epochs once finished inside the first 60 s)
+    # (about 0.6 s per epoch here when idle: 40 epochs once finished inside the first 60 s);
+    # the partition allows at most 10 minutes (a longer TimeLimit fails the released job)
     epochs = 250
     job = _train_job(work, store, "run-timelimit", epochs=epochs,
                      extra_sbatch=("--time=2", "--signal=B:USR1@60"),
@@ -194,10 +195,10 @@ def test_train_time_limit_signal_checkpoint_requeue_finish(work, store):
     assert stopped_at < epochs
     # ... Slurm holds a requeued job for ~2 min (BeginTime) and would warn it again after 10 s:
     # release it now, with room to finish
-    subprocess.run(["scontrol", "update", f"jobid={job}", "StartTime=now", "TimeLimit=20"], check=True)
+    subprocess.run(["scontrol", "update", f"jobid={job}", "StartTime=now", "TimeLimit=10"], check=True)
     assert stopped_at >= 1
     info = record(job, f"train.sbatch --time=2 --signal=B:USR1@60: requeued at epoch {stopped_at}",
-                  wait_job(job, 1200))
+                  wait_job(job, 600))
     log = log_path.read_text()
     assert info["JobState"] == "COMPLETED", log
     assert "time limit near (USR1)" in log and "requeueing job" in log, log
