@@ -179,7 +179,7 @@ def test_train_two_nodes_cancelled_and_resubmitted_equals_uninterrupted(work, st
 def test_train_time_limit_signal_checkpoint_requeue_finish(work, store):
     # enough epochs that the run cannot finish before the warning even on an idle machine
     # (about 0.6 s per epoch here when idle: 40 epochs once finished inside the first 60 s);
-    # the partition allows at most 10 minutes (a longer TimeLimit fails the released job)
+    # (a released job given TimeLimit=20 once ended FAILED at 0 s here, cause not found; 10 passes)
     epochs = 250
     job = _train_job(work, store, "run-timelimit", epochs=epochs,
                      extra_sbatch=("--time=2", "--signal=B:USR1@60"),
