@@ -9,7 +9,7 @@ from omegaconf import OmegaConf
 
 from clews_pipe.errors import ClewsError
 from clews_pipe.model.run_config import load_train_config
-from clews_pipe.model.layers import GeM, IBN, mid_channels
+from clews_pipe.model.layers import GeM, IBN, key_normalise, mid_channels
 from clews_pipe.model.network import CLEWS, count_parameters, shingle
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
@@ -141,3 +141,47 @@ def test_bad_train_config_is_one_line(overrides, needle):
         load_train_config(CONFIGS / "tiny-cpu.yaml", overrides)
     msg = str(err.value)
     assert needle in msg and "\n" not in msg
+
+
+def test_key_normalise_by_hand():
+    """Two octaves of 12 bins: class 5 moves down 5 bins, class 9 up 3 (the shorter way), and the
+    vacated bins are 0."""
+    h = torch.zeros(2, 1, 24, 2)
+    h[0, 0, 5, :] = 1.0
+    h[0, 0, 17, 0] = 0.5
+    h[1, 0, 9, :] = 1.0
+    h[1, 0, 22, 1] = 0.25  # class 10: weaker, does not decide
+    out = key_normalise(h, 12)
+    want = torch.zeros(2, 1, 24, 2)
+    want[0, 0, 0, :] = 1.0
+    want[0, 0, 12, 0] = 0.5
+    want[1, 0, 12, :] = 1.0
+    # bin 22 + 3 = 25 is off the top: dropped
+    assert torch.equal(out, want)
+
+
+def _segment_and_transpositions() -> torch.Tensor:
+    """(1, 12, 84, 60): random content in bins 24..59 and its copies moved up 1..11 bins."""
+    torch.manual_seed(0)
+    x = torch.zeros(1, 1, 84, 60)
+    x[0, 0, 24:60] = torch.rand(36, 60)
+    return torch.cat([torch.roll(x, k, dims=2) for k in range(12)], dim=1)
+
+
+def test_key_normalised_transpositions_agree_up_to_an_octave():
+    out = key_normalise(_segment_and_transpositions().reshape(12, 1, 84, 60), 12)
+    for k in range(12):
+        assert any(torch.equal(out[k], torch.roll(out[0], octave, dims=1)) for octave in (-12, 0, 12)), k
+
+
+def test_key_normalised_model_embeds_a_transposition_alike():
+    """A segment moved up one bin lands on the same normalised input, so with ``frontend.keynorm``
+    the two embed identically; without it they do not."""
+    conf = load_train_config(CONFIGS / "small-cpu.yaml").model
+    pair = _segment_and_transpositions()[:, :2]
+    for keynorm in (True, False):
+        conf.frontend.keynorm = keynorm
+        model = CLEWS(conf).eval()
+        with torch.no_grad():
+            z = model.embed(pair, noise=torch.zeros_like(pair))[0]
+        assert torch.equal(z[0], z[1]) is keynorm

@@ -8,17 +8,42 @@ import torch
 from torch import nn
 
 
+def key_normalise(h: torch.Tensor, bins_per_octave: int) -> torch.Tensor:
+    """Shift each segment along frequency so that its dominant pitch class lands on class 0.
+
+    ``h (N, C, F, T)``, F a whole number of octaves. The pitch-class profile is ``h`` summed over
+    channels, octaves and time; its argmax ``k`` is moved to 0 by the shorter way round (at most
+    half an octave), vacated bins are 0. A transposed copy of a segment (away from the edges) thus
+    gives the same output: key invariance by construction rather than learnt from pitch-roll
+    augmentation (docs/clews-method.md, "Key normalisation").
+    """
+    n, c, f, t = h.shape
+    if f % bins_per_octave:
+        raise ValueError(f"key normalisation needs whole octaves: {f} bins, {bins_per_octave} per octave")
+    profile = h.reshape(n, c, f // bins_per_octave, bins_per_octave, t).sum(dim=(1, 2, 4))
+    dominant = profile.argmax(dim=1)
+    shift = torch.where(dominant > bins_per_octave // 2, dominant - bins_per_octave, dominant)
+    source = torch.arange(f, device=h.device).view(1, f) + shift.view(n, 1)  # output bin b reads b + shift
+    inside = (source >= 0) & (source < f)
+    gathered = torch.gather(h, 2, source.clamp(0, f - 1).view(n, 1, f, 1).expand(n, c, f, t))
+    return gathered * inside.view(n, 1, f, 1).to(h.dtype)
+
+
 class CQTPrepare(nn.Module):
     """CQT magnitude → network input: clamp ≥ 0, power ``pow``, per-segment min-max normalisation
     over (freq, time), + ``noise``·U(0,1), normalise again, then learnable scalar ``gain``/``bias``.
+
+    With ``key_bins`` (bins per octave) the normalised segment is then shifted by
+    :func:`key_normalise` before the gain and bias; 0 leaves it where it is (the published network).
 
     Input/output (N, 1, F, T). The U(0,1) noise comes from torch's global generator (seeded by
     training) unless ``noise`` (same shape) is given: evaluation passes draws seeded per track, so
     embeddings do not depend on batching, ranks or reruns.
     """
 
-    def __init__(self, pow: float = 0.5, noise: float = 1e-6, eps: float = 1e-6):
+    def __init__(self, pow: float = 0.5, noise: float = 1e-6, eps: float = 1e-6, key_bins: int = 0):
         super().__init__()
+        self.key_bins = int(key_bins)
         self.pow = float(pow)
         self.noise = float(noise)
         self.eps = float(eps)
@@ -35,6 +60,8 @@ class CQTPrepare(nn.Module):
         if self.noise > 0:
             draw = torch.rand_like(h) if noise is None else noise.to(device=h.device, dtype=h.dtype).reshape(h.shape)
             h = self._minmax(h + self.noise * draw)
+        if self.key_bins:
+            h = key_normalise(h, self.key_bins)
         return self.gain * h + self.bias
 
 

@@ -64,8 +64,9 @@ class CLEWS(nn.Module):
         self.cqt = build_cqt(self._cqt_params)
 
         ch_front, ch = (int(c) for c in conf.frontend.channels)
+        key_bins = int(conf.cqt.nbinsoct) if bool(conf.frontend.get("keynorm", False)) else 0
         self.frontend = nn.Sequential(
-            CQTPrepare(pow=float(conf.frontend.cqtpow)),
+            CQTPrepare(pow=float(conf.frontend.cqtpow), key_bins=key_bins),
             nn.Conv2d(1, ch_front, (12, 3), stride=(1, 2), bias=False),
             nn.BatchNorm2d(ch_front),
             nn.ReLU(inplace=True),

@@ -59,6 +59,7 @@ class ModelCQTConfig:
 class FrontendConfig:
     cqtpow: float = 0.5
     channels: List[int] = field(default_factory=lambda: [128, 256])
+    keynorm: bool = False  # shift each segment's dominant pitch class to 0 (not in the published network)
 
 
 @dataclass
