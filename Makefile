@@ -50,13 +50,15 @@ cluster-down:
 # evaluate, then model, baseline and chance MAP side by side. DEMO_KIND=synthetic: the numpy songs.
 DEMO_KIND ?= compositions
 DEMO_CLIQUES ?= 150
+DEMO_TRAIN_ONLY ?= 300
 DEMO_CONFIG ?= configs/small-cpu.yaml
 DEMO_TRAIN_ARGS ?=
 CLI := $(BIN)/clews-pipe
 demo: $(STAMP) soundfont
-	@echo "== 1/7 demo corpus: $(DEMO_CLIQUES) cliques of versions ($(DEMO_KIND)) -> $(DEMO_DIR)/corpus"
+	@echo "== 1/7 demo corpus: $(DEMO_CLIQUES) cliques of versions ($(DEMO_KIND)) + $(DEMO_TRAIN_ONLY) train-only -> $(DEMO_DIR)/corpus"
 	test -f $(DEMO_DIR)/corpus/DiscogsVI-YT-20240701-light.json.test || \
-	  $(CLI) demo-corpus $(DEMO_DIR)/corpus --kind $(DEMO_KIND) --cliques $(DEMO_CLIQUES) --seed 0 --splits 0.6,0.1,0.3
+	  $(CLI) demo-corpus $(DEMO_DIR)/corpus --kind $(DEMO_KIND) --cliques $(DEMO_CLIQUES) --seed 0 --splits 0.6,0.1,0.3 \
+	  $(if $(filter compositions,$(DEMO_KIND)),--train-only-cliques $(DEMO_TRAIN_ONLY))
 	@echo "== 2/7 extract: decode + CQT once into a Zarr store (Dask LocalCluster)"
 	$(CLI) extract --dataset discogs-vi --meta $(DEMO_DIR)/corpus --audio $(DEMO_DIR)/corpus/audio --out $(DEMO_DIR)/store
 	$(CLI) store info $(DEMO_DIR)/store

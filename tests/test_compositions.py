@@ -142,9 +142,59 @@ def test_small_cpu_recipe_config_is_valid():
     conf = load_train_config(Path(__file__).resolve().parents[1] / "configs" / "small-cpu.yaml")
     assert conf.data.block_len % conf.data.shingle_len == 0
     assert conf.data.shingle_len == conf.model.shingling.len == conf.eval.shingle_len
-    assert conf.model.frontend.keynorm  # key invariance by construction: the recipe relies on it
+    assert conf.model.frontend.keynorm and conf.model.frontend.keynorm_by == "scale"  # key invariance by construction: the recipe relies on it
     model = CLEWS(conf.model).eval()
     frames = int(conf.model.shingling.len * 10)
     with torch.no_grad():
         z = model.embed(torch.rand(2, 2, 84, frames))
     assert z.shape == (2, 2, conf.model.zdim) and torch.isfinite(z).all()
+
+
+def test_train_only_cliques_leave_the_main_corpus_as_it_was(tmp_path):
+    """Adding train-only cliques changes no main clique (its ids, split, audio and .meta) and no
+    val / test split; the extras are all in train, use works no main clique uses, and are short."""
+    from clews_pipe.datasets.compositions import TrainOnlySpec
+
+    plain = generate_compositions_corpus(tmp_path / "a", cliques=3, seed=5, versions_min=2, versions_max=2,
+                                         duration_min=6.0, duration_max=7.0, workers=1, renderer="numpy")
+    spec = TrainOnlySpec(cliques=2, versions_min=2, versions_max=3, duration_min=5.0, duration_max=5.5)
+    more = generate_compositions_corpus(tmp_path / "b", cliques=3, seed=5, versions_min=2, versions_max=2,
+                                        duration_min=6.0, duration_max=7.0, workers=1, renderer="numpy", train_only=spec)
+    assert more["train_only_cliques"] == 2 and not more["failed"]
+    name = "DiscogsVI-YT-20240701-light.json."
+    for split in ("val", "test"):
+        assert (tmp_path / "a" / f"{name}{split}").read_text() == (tmp_path / "b" / f"{name}{split}").read_text()
+    train_a = json.loads((tmp_path / "a" / f"{name}train").read_text())
+    train_b = json.loads((tmp_path / "b" / f"{name}train").read_text())
+    assert {k: train_b[k] for k in train_a} == train_a
+    extra = {k: v for k, v in train_b.items() if k not in train_a}
+    assert len(extra) == 2 and all(2 <= len(v) <= 3 for v in extra.values())
+    import soundfile as sf
+
+    for path in (tmp_path / "a" / "audio").rglob("*.*"):  # same versions, same sound (ogg streams carry random serials)
+        twin = tmp_path / "b" / path.relative_to(tmp_path / "a")
+        if path.suffix in (".meta", ".flac"):
+            assert twin.read_bytes() == path.read_bytes()
+        elif path.suffix == ".ogg":
+            assert np.array_equal(sf.read(twin)[0], sf.read(path)[0])
+    main_scores = {json.loads(p.read_text())["version"]["score"] for p in (tmp_path / "a" / "audio").rglob("*.meta")}
+    for tracks in extra.values():
+        for track in tracks:
+            path = next(p for p in (tmp_path / "b" / "audio").rglob(f"{track['youtube_id']}.*") if p.suffix != ".meta")
+            assert json.loads(path.with_suffix(".meta").read_text())["version"]["score"] not in main_scores
+            if path.suffix in (".flac", ".ogg"):
+                assert 5.0 <= sf.info(path).duration <= 5.5 + 0.05
+
+
+def test_train_only_works_share_no_score_with_the_main_cliques():
+    from clews_pipe.datasets.works import choose_train_only_works
+
+    main = choose_works(150, 0)
+    extra = choose_train_only_works(300, 0, main)
+    used = {s for c in main for w in (c.work,) + c.spares for s in w.sources}
+    assert len(extra) == 300 and not used & {s for c in extra for w in (c.work,) + c.spares for s in w.sources}
+    assert len({c.work.sources for c in extra}) == 300
+    from clews_pipe.errors import ClewsError
+
+    with pytest.raises(ClewsError, match="at most 728 works are left beside the 150 main cliques"):
+        choose_train_only_works(1000, 0, main)

@@ -9,7 +9,7 @@ from omegaconf import OmegaConf
 
 from clews_pipe.errors import ClewsError
 from clews_pipe.model.run_config import load_train_config
-from clews_pipe.model.layers import GeM, IBN, key_normalise, mid_channels
+from clews_pipe.model.layers import GeM, IBN, key_normalise, mid_channels, profile_pitch_class, scale_pitch_class
 from clews_pipe.model.network import CLEWS, count_parameters, shingle
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
@@ -134,6 +134,7 @@ def test_tiny_model_trains_a_step():
         (["augment.specaugment.p=2"], "augment.specaugment.p"),
         (["model.backbone.blocks=[1,1]"], "model.backbone"),
         (["training.lr=fast"], "training.lr"),
+        (["model.frontend.keynorm_by=energy"], "model.frontend.keynorm_by"),
     ],
 )
 def test_bad_train_config_is_one_line(overrides, needle):
@@ -160,28 +161,49 @@ def test_key_normalise_by_hand():
     assert torch.equal(out, want)
 
 
-def _segment_and_transpositions() -> torch.Tensor:
-    """(1, 12, 84, 60): random content in bins 24..59 and its copies moved up 1..11 bins."""
+def _segment_and_transpositions(low: int = 24) -> torch.Tensor:
+    """(1, 12, 84, 60): random content in bins low..low+35 and its copies moved up 1..11 bins."""
     torch.manual_seed(0)
     x = torch.zeros(1, 1, 84, 60)
-    x[0, 0, 24:60] = torch.rand(36, 60)
+    x[0, 0, low:low + 36] = torch.rand(36, 60)
     return torch.cat([torch.roll(x, k, dims=2) for k in range(12)], dim=1)
 
 
-def test_key_normalised_transpositions_agree_up_to_an_octave():
-    out = key_normalise(_segment_and_transpositions().reshape(12, 1, 84, 60), 12)
+@pytest.mark.parametrize("by, low", [("profile", 24), ("scale", 36)])  # scale: content from octave 3 up
+def test_key_normalised_transpositions_agree_up_to_an_octave(by, low):
+    out = key_normalise(_segment_and_transpositions(low).reshape(12, 1, 84, 60), 12, by)
     for k in range(12):
         assert any(torch.equal(out[k], torch.roll(out[0], octave, dims=1)) for octave in (-12, 0, 12)), k
 
 
-def test_key_normalised_model_embeds_a_transposition_alike():
+@pytest.mark.parametrize("by, low", [("profile", 24), ("scale", 36)])
+def test_key_normalised_model_embeds_a_transposition_alike(by, low):
     """A segment moved up one bin lands on the same normalised input, so with ``frontend.keynorm``
     the two embed identically; without it they do not."""
     conf = load_train_config(CONFIGS / "small-cpu.yaml").model
-    pair = _segment_and_transpositions()[:, :2]
+    conf.frontend.keynorm_by = by
+    pair = _segment_and_transpositions(low)[:, :2]
     for keynorm in (True, False):
         conf.frontend.keynorm = keynorm
         model = CLEWS(conf).eval()
         with torch.no_grad():
             z = model.embed(pair, noise=torch.zeros_like(pair))[0]
         assert torch.equal(z[0], z[1]) is keynorm
+
+
+def test_scale_key_by_hand():
+    """Seven frames whose strongest upper notes spell G major (G A B C D E F#, bins 43..54) over a
+    louder bass D (bin 14, below octave 3): the profile estimate picks the bass's class 2, the scale
+    estimate G (7 votes for the G major scale, 6 at most for any other), and normalising by scale
+    moves everything up 5 bins (G, class 7, to class 0 the shorter way), the lowest 5 bins 0."""
+    h = torch.zeros(1, 1, 84, 7)
+    for frame, bin_ in enumerate((43, 45, 47, 48, 50, 52, 54)):
+        h[0, 0, bin_, frame] = 1.0
+        h[0, 0, bin_ - 12, frame] = 0.5  # an octave lower and weaker: below octave 3, no vote
+    h[0, 0, 14, :] = 2.0
+    assert int(profile_pitch_class(h, 12)) == 2
+    assert int(scale_pitch_class(h, 12)) == 7
+    out = key_normalise(h, 12, "scale")
+    want = torch.zeros_like(h)
+    want[:, :, 5:, :] = h[:, :, :-5, :]
+    assert torch.equal(out, want) and out[0, 0, 48, 0] == 1.0

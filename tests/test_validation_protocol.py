@@ -90,3 +90,29 @@ def test_plateau_patience_is_published_in_a_real_run(extracted_demo_store, tmp_p
         values = dict(zip(header, row[1].split(",")))
         assert np.isfinite(float(values["val_monitor"]))
         assert OmegaConf.create(state["config"]).protocol == protocol
+
+
+def test_cosine_schedule_decays_lr_per_epoch_whatever_validation_says(extracted_demo_store, tmp_path):
+    """training.schedule=cosine: epoch e (0-based) of E trains at min + (lr - min)(1 + cos(pi e / E)) / 2."""
+    import csv
+    import math
+
+    from clews_pipe.cli.app import main
+
+    run = tmp_path / "cos"
+    assert main(["train", "configs/tiny-cpu.yaml", "--store", str(extracted_demo_store), "--out", str(run),
+                 "training.batch_size=2", "data.block_len=40", "data.workers=0", "training.epochs=3",
+                 "fabric.devices=1", "training.schedule=cosine", "training.lr=0.01", "training.min_lr=0.001"]) == 0
+    with open(run / "metrics.csv") as f:
+        lrs = [float(row["lr"]) for row in csv.DictReader(f)]
+    expected = [0.001 + 0.009 * (1 + math.cos(math.pi * e / 3)) / 2 for e in range(3)]  # 0.01, 0.00775, 0.00325
+    assert lrs == pytest.approx(expected, rel=1e-9)
+
+
+def test_unknown_schedule_is_one_line(extracted_demo_store, tmp_path, capsys):
+    from clews_pipe.cli.app import main
+
+    assert main(["train", "configs/tiny-cpu.yaml", "--store", str(extracted_demo_store), "--out", str(tmp_path / "r"),
+                 "training.schedule=linear"]) != 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "training.schedule" in err[0] and "Traceback" not in err[0]

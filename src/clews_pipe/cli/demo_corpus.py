@@ -28,6 +28,7 @@ def demo_corpus(
     duration_max: Optional[float] = typer.Option(None, "--duration-max", help="longest version, seconds (default 100 synthetic, 60 compositions)"),
     samplerate: int = typer.Option(16000, "--samplerate", min=8000, help="sample rate of the written audio"),
     splits: str = typer.Option("0.7,0.15,0.15", "--splits", help="train,val,test fractions of the cliques"),
+    train_only_cliques: int = typer.Option(0, "--train-only-cliques", min=0, help="compositions: more cliques for the train split alone (other works, 2-4 versions of 20-30 s); val and test stay as they are"),
     workers: int = typer.Option(0, "--workers", min=0, help="render processes (0: one per CPU core, at most 8)"),
     as_json: bool = typer.Option(False, "--json", help="print the summary as one JSON object"),
 ) -> None:
@@ -52,7 +53,12 @@ def demo_corpus(
     if kind == "compositions":
         from clews_pipe.datasets.compositions import generate_compositions_corpus as generate
 
-        extra = {"renderer": renderer, "log": lambda line: typer.echo(line, err=True)}
+        from clews_pipe.datasets.compositions import TrainOnlySpec
+
+        extra = {"renderer": renderer, "log": lambda line: typer.echo(line, err=True),
+                 "train_only": TrainOnlySpec(cliques=train_only_cliques)}
+    elif train_only_cliques:
+        raise ClewsError("--train-only-cliques applies to --kind compositions only")
     summary = generate(
         out,
         cliques=cliques,
@@ -73,7 +79,8 @@ def demo_corpus(
     splits = ", ".join(f"{s} {v['cliques']} cliques / {v['tracks']} tracks" for s, v in summary["splits"].items())
     formats = ", ".join(f"{n} {ext}" for ext, n in sorted(summary["formats"].items()))
     typer.echo(
-        f"{summary['root']}: {summary['tracks']} tracks in {summary['cliques']} cliques "
+        f"{summary['root']}: {summary['tracks']} tracks in {summary['cliques']} cliques"
+        + (f" + {summary['train_only_cliques']} train-only" if summary.get("train_only_cliques") else "") + " "
         f"({summary['audio_seconds'] / 3600:.2f} h; {formats}) in {summary['elapsed_s']:.1f} s"
         + (f", {summary['realtime_factor']:.0f}x real time, renderer {summary['renderer']}" if "renderer" in summary else "")
     )

@@ -28,7 +28,7 @@ from clews_pipe.datasets.arrange import arrange_version, work_tempo
 from clews_pipe.datasets.recording import draw_recording, record
 from clews_pipe.datasets.render import Renderer, choose_renderer, render, render_numpy
 from clews_pipe.datasets.scores import parse_piece
-from clews_pipe.datasets.works import Work, WorkChoice, choose_works
+from clews_pipe.datasets.works import Work, WorkChoice, choose_train_only_works, choose_works
 from clews_pipe.errors import ClewsError, first_line
 from clews_pipe.datasets.demo_corpus import (
     SPLIT_FILE_PREFIX, _SOUNDFILE_FORMATS, _write_mp3, assign_splits, draw_corpus_ids, render_all,
@@ -54,6 +54,21 @@ class CliqueJob:
 class ParsedWork:
     work: Work
     members: tuple  # parsed Piece of each member of the family
+
+
+@dataclass(frozen=True)
+class TrainOnlySpec:
+    """Extra cliques for the train split only (``demo-corpus --train-only-cliques``): works left
+    over by the main cliques (:func:`~clews_pipe.datasets.works.choose_train_only_works`), fewer
+    and shorter versions (one to one and a half 20-s training shingles), ids and versions drawn
+    from their own seeded streams, so that adding them leaves every main clique, its audio and
+    the val and test splits exactly as they were."""
+
+    cliques: int
+    versions_min: int = 2
+    versions_max: int = 4
+    duration_min: float = 20.0
+    duration_max: float = 30.0
 
 
 @dataclass(frozen=True)
@@ -149,20 +164,42 @@ def _plan(cliques: int, seed: int, versions_min: int, versions_max: int, split_f
     """Each clique's ids and split for the seed."""
     rng = np.random.default_rng([seed, 0])
     ids = draw_corpus_ids(rng, cliques, versions_min, versions_max)
-    clique_ids, version_ids, youtube_ids = ids.clique_ids, ids.version_ids, ids.youtube_ids
-    bounds = np.concatenate([[0], np.cumsum(ids.n_versions)])
     split = assign_splits(rng, cliques, split_fractions)
-    return [CliquePlan(clique_ids[c], version_ids[bounds[c]:bounds[c + 1]], youtube_ids[bounds[c]:bounds[c + 1]],
-                       str(split[c])) for c in range(cliques)]
+    return _clique_plans(ids, [str(s) for s in split])
+
+
+def _clique_plans(ids, splits: list[str]) -> list[CliquePlan]:
+    bounds = np.concatenate([[0], np.cumsum(ids.n_versions)])
+    return [CliquePlan(ids.clique_ids[c], ids.version_ids[bounds[c]:bounds[c + 1]],
+                       ids.youtube_ids[bounds[c]:bounds[c + 1]], splits[c]) for c in range(len(splits))]
+
+
+def _train_only_plan(spec: TrainOnlySpec, seed: int, main: list[CliquePlan]) -> list[CliquePlan]:
+    """Ids of the train-only cliques, from their own stream (the main cliques' ids stay as they
+    are), drawn again until no clique, version or youtube id repeats one of the main cliques'."""
+    taken = {i for plan in main for i in [plan.clique_id, *plan.version_ids, *plan.youtube_ids]}
+    for attempt in range(100):
+        ids = draw_corpus_ids(np.random.default_rng([seed, 1, attempt]), spec.cliques, spec.versions_min,
+                              spec.versions_max)
+        if taken.isdisjoint([*ids.clique_ids, *ids.version_ids, *ids.youtube_ids]):
+            return _clique_plans(ids, ["train"] * spec.cliques)
+    raise ClewsError("could not draw train-only ids distinct from the main cliques' ids")
+
+
+def _jobs(plan: list[CliquePlan], choices: list[WorkChoice], seed: int, durations: tuple[float, float],
+          sr: int, audio_root: Path, renderer: Renderer, first_index: int = 0) -> list[CliqueJob]:
+    return [CliqueJob(seed, first_index + c, choice, tuple(plan[c].youtube_ids), durations[0], durations[1], sr,
+                      str(audio_root), renderer) for c, choice in enumerate(choices)]
 
 
 def generate_compositions_corpus(
     out, cliques: int, seed: int = 0, versions_min: int = 2, versions_max: int = 6,
     duration_min: float = 30.0, duration_max: float = 60.0, samplerate: int = 16000,
     split_fractions=(0.6, 0.1, 0.3), workers: int = 1, renderer: str = "auto", progress: bool = False,
-    log=print,
+    log=print, train_only: TrainOnlySpec | None = None,
 ) -> dict:
-    """Write a compositions corpus under ``out``; return a summary dict (see the module doc)."""
+    """Write a compositions corpus under ``out``; return a summary dict (see the module doc).
+    ``train_only``: extra cliques for the train split alone (:class:`TrainOnlySpec`)."""
     _check(cliques, seed, versions_min, versions_max, duration_min, duration_max)
     choice = choose_renderer(renderer)
     if choice.notice:
@@ -176,32 +213,52 @@ def generate_compositions_corpus(
         raise ClewsError(f"{out}: cannot create corpus folder ({exc.strerror})") from None
     started = time.perf_counter()
     plan = _plan(cliques, seed, versions_min, versions_max, split_fractions)
-    jobs = [CliqueJob(seed, c, work, tuple(plan[c].youtube_ids), duration_min, duration_max, int(samplerate),
-                      str(audio_root), chosen_renderer) for c, work in enumerate(choose_works(cliques, seed))]
-    results = _run(jobs, workers, progress)
-    splits: dict[str, dict[str, list]] = {"train": {}, "val": {}, "test": {}}
-    failed, formats, seconds = [], {}, 0.0
-    for result in sorted(results, key=lambda r: r["clique_index"]):
-        clique = plan[result["clique_index"]]
-        failed += result["failed"]
-        entries = []
-        for track in result["tracks"]:
-            version_id = clique.version_ids[clique.youtube_ids.index(track["youtube_id"])]
-            entries.append({"version_id": version_id, "track_title": track["title"], "youtube_id": track["youtube_id"]})
-            formats[track["ext"]] = formats.get(track["ext"], 0) + 1
-            seconds += track["seconds"]
-        if entries:
-            splits[clique.split][clique.clique_id] = entries
-    for split, content in splits.items():
-        (out / f"{SPLIT_FILE_PREFIX}.{split}").write_text(json.dumps(content, indent=1, ensure_ascii=False))
+    works = choose_works(cliques, seed)
+    jobs = _jobs(plan, works, seed, (duration_min, duration_max), int(samplerate), audio_root, chosen_renderer)
+    if train_only is not None and train_only.cliques > 0:
+        extra = _train_only_plan(train_only, seed, plan)
+        jobs += _jobs(extra, choose_train_only_works(train_only.cliques, seed, works), seed,
+                      (train_only.duration_min, train_only.duration_max), int(samplerate), audio_root,
+                      chosen_renderer, first_index=cliques)
+        plan += extra
+    tally = _write_splits(out, plan, _run(jobs, workers, progress))
     elapsed = time.perf_counter() - started
     return {
         "root": str(out), "audio": str(audio_root), "meta": str(out), "kind": "compositions", "seed": int(seed),
         "samplerate": int(samplerate), "renderer": chosen_renderer.kind, "cliques": cliques,
-        "tracks": sum(formats.values()), "failed": failed, "audio_seconds": round(seconds, 3), "formats": formats,
-        "splits": {s: {"cliques": len(c), "tracks": sum(len(v) for v in c.values())} for s, c in splits.items()},
-        "elapsed_s": round(elapsed, 3), "realtime_factor": round(seconds / max(elapsed, 1e-9), 1),
+        "train_only_cliques": len(plan) - cliques, "tracks": sum(tally.formats.values()), "failed": tally.failed,
+        "audio_seconds": round(tally.seconds, 3), "formats": tally.formats, "splits": tally.splits,
+        "elapsed_s": round(elapsed, 3), "realtime_factor": round(tally.seconds / max(elapsed, 1e-9), 1),
     }
+
+
+@dataclass
+class CorpusTally:
+    failed: list
+    formats: dict
+    seconds: float
+    splits: dict  # split -> {"cliques": n, "tracks": n}
+
+
+def _write_splits(out: Path, plan: list[CliquePlan], results: list[dict]) -> CorpusTally:
+    """The Discogs-VI light split files of what was rendered; what failed is listed, not lost."""
+    splits: dict[str, dict[str, list]] = {"train": {}, "val": {}, "test": {}}
+    tally = CorpusTally(failed=[], formats={}, seconds=0.0, splits={})
+    for result in sorted(results, key=lambda r: r["clique_index"]):
+        clique = plan[result["clique_index"]]
+        tally.failed += result["failed"]
+        entries = []
+        for track in result["tracks"]:
+            version_id = clique.version_ids[clique.youtube_ids.index(track["youtube_id"])]
+            entries.append({"version_id": version_id, "track_title": track["title"], "youtube_id": track["youtube_id"]})
+            tally.formats[track["ext"]] = tally.formats.get(track["ext"], 0) + 1
+            tally.seconds += track["seconds"]
+        if entries:
+            splits[clique.split][clique.clique_id] = entries
+    for split, content in splits.items():
+        (out / f"{SPLIT_FILE_PREFIX}.{split}").write_text(json.dumps(content, indent=1, ensure_ascii=False))
+    tally.splits = {s: {"cliques": len(c), "tracks": sum(len(v) for v in c.values())} for s, c in splits.items()}
+    return tally
 
 
 def _run(jobs: list[CliqueJob], workers: int, progress: bool) -> list[dict]:

@@ -15,7 +15,9 @@ A *work* is one composition; every version of a clique is a rendition of one wor
 
 :func:`choose_works` picks ``n`` works for a seed: 40% chorale families (those with several
 harmonisations first), the rest folk tunes, in a seeded order, plus spare folk tunes a clique
-falls back to when its score cannot be parsed.
+falls back to when its score cannot be parsed. :func:`choose_train_only_works` then draws the
+*train-only* cliques (``demo-corpus --train-only-cliques``) from the works left over: no score of
+theirs is a work or a spare of the main cliques, so they never share a piece with val or test.
 """
 
 from __future__ import annotations
@@ -100,3 +102,20 @@ def choose_works(n: int, seed: int, chorale_share: float = CHORALE_SHARE) -> lis
         WorkChoice(chosen[i], tuple(spare_pool[k * SPARES_PER_WORK:(k + 1) * SPARES_PER_WORK]))
         for k, i in enumerate(order)
     ]
+
+
+def choose_train_only_works(n: int, seed: int, taken: list[WorkChoice]) -> list[WorkChoice]:
+    """``n`` more works for ``seed``, none of whose scores is a work or spare in ``taken``, in a
+    seeded order (chorale families and folk tunes mixed as the pool has them). They have no
+    spares: a train-only clique whose score does not parse is reported as failed, and the pool
+    (about 730 works beside 150 main cliques) is left for as many cliques as possible."""
+    used = {source for choice in taken for work in (choice.work,) + choice.spares for source in work.sources}
+    pool = [w for w in chorale_works() + folk_works() if not used.intersection(w.sources)]
+    rng = np.random.default_rng([seed, 9])
+    pool = [pool[i] for i in rng.permutation(len(pool))]
+    if n > len(pool):
+        from clews_pipe.errors import ClewsError
+
+        raise ClewsError(f"--train-only-cliques {n}: at most {len(pool)} works are left beside the "
+                         f"{len(taken)} main cliques")
+    return [WorkChoice(work, ()) for work in pool[:n]]

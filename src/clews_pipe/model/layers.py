@@ -8,25 +8,65 @@ import torch
 from torch import nn
 
 
-def key_normalise(h: torch.Tensor, bins_per_octave: int) -> torch.Tensor:
-    """Shift each segment along frequency so that its dominant pitch class lands on class 0.
+#: from which octave of the CQT (0 = its lowest) the "scale" key estimate reads each frame's
+#: strongest bin: above the bass and most chord tones of an arrangement (3 = from C4 when the CQT
+#: starts at C1 as the published one does)
+SCALE_FROM_OCTAVE = 3
+#: the major scale as a pitch-class set, rooted at class 0
+MAJOR_SCALE = (1, 0, 1, 0, 1, 1, 0, 1, 0, 1, 0, 1)
 
-    ``h (N, C, F, T)``, F a whole number of octaves. The pitch-class profile is ``h`` summed over
-    channels, octaves and time; its argmax ``k`` is moved to 0 by the shorter way round (at most
-    half an octave), vacated bins are 0. A transposed copy of a segment (away from the edges) thus
-    gives the same output: key invariance by construction rather than learnt from pitch-roll
-    augmentation (docs/clews-method.md, "Key normalisation").
+
+def key_normalise(h: torch.Tensor, bins_per_octave: int, by: str = "profile") -> torch.Tensor:
+    """Shift each segment along frequency so that its estimated key lands on pitch class 0.
+
+    ``h (N, C, F, T)``, F a whole number of octaves. The key ``k`` of a segment is
+    :func:`profile_pitch_class` (``by="profile"``) or :func:`scale_pitch_class` (``by="scale"``);
+    it is moved to 0 by the shorter way round (at most half an octave), vacated bins are 0. A
+    transposed copy of a segment (away from the edges) thus gives the same output: key invariance
+    by construction rather than learnt from pitch-roll augmentation (docs/clews-method.md, "Key
+    normalisation").
     """
     n, c, f, t = h.shape
     if f % bins_per_octave:
         raise ValueError(f"key normalisation needs whole octaves: {f} bins, {bins_per_octave} per octave")
-    profile = h.reshape(n, c, f // bins_per_octave, bins_per_octave, t).sum(dim=(1, 2, 4))
-    dominant = profile.argmax(dim=1)
-    shift = torch.where(dominant > bins_per_octave // 2, dominant - bins_per_octave, dominant)
+    if by == "profile":
+        key = profile_pitch_class(h, bins_per_octave)
+    elif by == "scale":
+        key = scale_pitch_class(h, bins_per_octave)
+    else:
+        raise ValueError(f"unknown key estimate {by!r}: expected profile or scale")
+    shift = torch.where(key > bins_per_octave // 2, key - bins_per_octave, key)
     source = torch.arange(f, device=h.device).view(1, f) + shift.view(n, 1)  # output bin b reads b + shift
     inside = (source >= 0) & (source < f)
     gathered = torch.gather(h, 2, source.clamp(0, f - 1).view(n, 1, f, 1).expand(n, c, f, t))
     return gathered * inside.view(n, 1, f, 1).to(h.dtype)
+
+
+def profile_pitch_class(h: torch.Tensor, bins_per_octave: int) -> torch.Tensor:
+    """(N,) the dominant pitch class: argmax of ``h`` summed over channels, octaves and time."""
+    n, c, f, t = h.shape
+    return h.reshape(n, c, f // bins_per_octave, bins_per_octave, t).sum(dim=(1, 2, 4)).argmax(dim=1)
+
+
+def scale_pitch_class(h: torch.Tensor, bins_per_octave: int) -> torch.Tensor:
+    """(N,) the root of the major scale that best covers the melody.
+
+    Each frame votes for the pitch class of its strongest bin from octave
+    :data:`SCALE_FROM_OCTAVE` up (or the top octave of a shorter CQT), weighted by that bin's
+    level; the key is the rotation of :data:`MAJOR_SCALE` (12 bins per octave) with the most votes.
+    A scale, unlike the loudest pitch class, barely moves when an arrangement adds a bass or
+    chords or an instrument has a strong fifth harmonic (measured in the README, "make demo").
+    """
+    n, c, f, t = h.shape
+    if bins_per_octave != len(MAJOR_SCALE):
+        raise ValueError(f"the scale key estimate needs 12 bins per octave, got {bins_per_octave}")
+    low = min(SCALE_FROM_OCTAVE, f // bins_per_octave - 1) * bins_per_octave
+    level, peak = h[:, :, low:, :].max(dim=2)  # (N, C, T)
+    votes = torch.zeros(n, bins_per_octave, dtype=h.dtype, device=h.device)
+    votes.scatter_add_(1, ((peak + low) % bins_per_octave).reshape(n, -1), level.reshape(n, -1))
+    major = torch.tensor(MAJOR_SCALE, dtype=h.dtype, device=h.device)
+    scales = torch.stack([torch.roll(major, k) for k in range(bins_per_octave)])  # (12 roots, 12 classes)
+    return (votes @ scales.t()).argmax(dim=1)
 
 
 class CQTPrepare(nn.Module):
@@ -34,16 +74,19 @@ class CQTPrepare(nn.Module):
     over (freq, time), + ``noise``·U(0,1), normalise again, then learnable scalar ``gain``/``bias``.
 
     With ``key_bins`` (bins per octave) the normalised segment is then shifted by
-    :func:`key_normalise` before the gain and bias; 0 leaves it where it is (the published network).
+    :func:`key_normalise` (key estimate ``key_by``) before the gain and bias; 0 leaves it where it
+    is (the published network).
 
     Input/output (N, 1, F, T). The U(0,1) noise comes from torch's global generator (seeded by
     training) unless ``noise`` (same shape) is given: evaluation passes draws seeded per track, so
     embeddings do not depend on batching, ranks or reruns.
     """
 
-    def __init__(self, pow: float = 0.5, noise: float = 1e-6, eps: float = 1e-6, key_bins: int = 0):
+    def __init__(self, pow: float = 0.5, noise: float = 1e-6, eps: float = 1e-6, key_bins: int = 0,
+                 key_by: str = "profile"):
         super().__init__()
         self.key_bins = int(key_bins)
+        self.key_by = str(key_by)
         self.pow = float(pow)
         self.noise = float(noise)
         self.eps = float(eps)
@@ -61,7 +104,7 @@ class CQTPrepare(nn.Module):
             draw = torch.rand_like(h) if noise is None else noise.to(device=h.device, dtype=h.dtype).reshape(h.shape)
             h = self._minmax(h + self.noise * draw)
         if self.key_bins:
-            h = key_normalise(h, self.key_bins)
+            h = key_normalise(h, self.key_bins, self.key_by)
         return self.gain * h + self.bias
 
 

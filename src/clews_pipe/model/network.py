@@ -66,7 +66,8 @@ class CLEWS(nn.Module):
         ch_front, ch = (int(c) for c in conf.frontend.channels)
         key_bins = int(conf.cqt.nbinsoct) if bool(conf.frontend.get("keynorm", False)) else 0
         self.frontend = nn.Sequential(
-            CQTPrepare(pow=float(conf.frontend.cqtpow), key_bins=key_bins),
+            CQTPrepare(pow=float(conf.frontend.cqtpow), key_bins=key_bins,
+                       key_by=str(conf.frontend.get("keynorm_by", "profile"))),
             nn.Conv2d(1, ch_front, (12, 3), stride=(1, 2), bias=False),
             nn.BatchNorm2d(ch_front),
             nn.ReLU(inplace=True),

@@ -22,6 +22,8 @@ from clews_pipe.retrieval.protocol_options import DEFAULT_PROTOCOL, PROTOCOLS
 from clews_pipe.retrieval.redux import Redux
 
 MONITORS = ("nar_map", "map")
+SCHEDULES = ("plateau", "cosine")
+KEY_ESTIMATES = ("profile", "scale")
 
 
 # --------------------------------------------------------------------------------------- data
@@ -59,7 +61,10 @@ class ModelCQTConfig:
 class FrontendConfig:
     cqtpow: float = 0.5
     channels: List[int] = field(default_factory=lambda: [128, 256])
-    keynorm: bool = False  # shift each segment's dominant pitch class to 0 (not in the published network)
+    keynorm: bool = False  # shift each segment's key to pitch class 0 (not in the published network)
+    # how keynorm estimates the key: "profile" = the dominant pitch class of the segment's energy;
+    # "scale" = the major scale that best covers each frame's strongest pitch from octave 3 up
+    keynorm_by: str = "profile"
 
 
 @dataclass
@@ -99,6 +104,9 @@ class OptimConfig:
     epochs: int = 1000
     batch_size: int = 25  # anchor tracks per device
     lr: float = 2e-4
+    # "plateau": ReduceLROnPlateau on the validation monitor (the published schedule);
+    # "cosine": cosine decay from lr to min_lr over the epochs, whatever validation says
+    schedule: str = "plateau"
     plateau_factor: float = 0.2
     plateau_patience: int = 10  # epochs
     min_lr: float = 1e-6  # stop when the learning rate falls below this
@@ -198,10 +206,13 @@ def validate_train_config(conf: DictConfig, where: str = "config", require_store
     chans = list(m.frontend.channels) + list(m.backbone.channels)
     _check(all(c > 0 and c % 2 == 0 for c in chans), where, "model.backbone.channels", chans,
            "channel counts must be positive and even (IBN splits them in halves)")
+    _check(m.frontend.keynorm_by in KEY_ESTIMATES, where, "model.frontend.keynorm_by", m.frontend.keynorm_by,
+           f"expected one of {list(KEY_ESTIMATES)}")
     _check(m.loss.gamma > 0, where, "model.loss.gamma", m.loss.gamma, "must be > 0")
     _check(m.loss.epsilon > 0, where, "model.loss.epsilon", m.loss.epsilon, "must be > 0")
     _check(t.monitor in MONITORS, where, "training.monitor", t.monitor, f"expected one of {list(MONITORS)}")
     _check(conf.protocol in PROTOCOLS, where, "protocol", conf.protocol, f"expected one of {list(PROTOCOLS)}")
+    _check(t.schedule in SCHEDULES, where, "training.schedule", t.schedule, f"expected one of {list(SCHEDULES)}")
     _check(0 < t.plateau_factor < 1, where, "training.plateau_factor", t.plateau_factor, "must be in (0, 1)")
     _check(t.plateau_patience >= 0, where, "training.plateau_patience", t.plateau_patience, "must be >= 0")
     _check(t.min_lr >= 0 and math.isfinite(t.min_lr), where, "training.min_lr", t.min_lr, "must be >= 0")

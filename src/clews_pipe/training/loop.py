@@ -268,6 +268,25 @@ def _loaders(fabric, conf: DictConfig) -> tuple[Any, Any]:
     return train_loader, val_loader
 
 
+def make_scheduler(optimizer, tconf, protocol):
+    """The learning-rate schedule of ``training.schedule``, stepped once per epoch
+    (:func:`step_scheduler`): the published plateau rule, or a cosine decay to ``min_lr``."""
+    if str(tconf.get("schedule", "plateau")) == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=int(tconf.epochs), eta_min=float(tconf.min_lr))
+    return torch.optim.lr_scheduler.ReduceLROnPlateau(
+        optimizer, mode="min", factor=float(tconf.plateau_factor),
+        patience=protocol.plateau_patience(int(tconf.plateau_patience)),
+    )
+
+
+def step_scheduler(scheduler, cost: float) -> None:
+    """One epoch's step: the plateau rule reads the validation monitor, the cosine one does not."""
+    if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+        scheduler.step(cost)
+    else:
+        scheduler.step()
+
+
 def _build_run(fabric, conf: DictConfig, out: Path, allow_data_change: bool) -> _Run:
     """Loaders, model, optimiser and schedule, restored from checkpoint_last when resuming."""
     from clews_pipe.model.network import CLEWS
@@ -281,10 +300,7 @@ def _build_run(fabric, conf: DictConfig, out: Path, allow_data_change: bool) -> 
     with fabric.init_module():
         model = CLEWS(conf.model, samplerate=int(conf.data.samplerate))
     optimizer = torch.optim.Adam(model.parameters(), lr=float(tconf.lr))
-    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
-        optimizer, mode="min", factor=float(tconf.plateau_factor),
-        patience=protocol.plateau_patience(int(tconf.plateau_patience)),
-    )
+    scheduler = make_scheduler(optimizer, tconf, protocol)
     run = _Run(conf, out, model, optimizer, scheduler, train_loader, val_loader, protocol)
     if state is not None:  # resume: restore before Fabric wraps model and optimizer
         _restore(fabric, run, state)
@@ -372,7 +388,7 @@ def _one_epoch(fabric, run: _Run, augment, epoch: int, lr: float) -> dict | None
     _check_finite(val["loss"], "validation loss", epoch + 1)
     cost = monitor_value(str(tconf.monitor), val["MAP"], val["NAR_strict"],
                          val["m_COMP"] if run.protocol.published_validation else None)
-    run.scheduler.step(cost)
+    step_scheduler(run.scheduler, cost)
     is_best = cost < run.best
     run.best = min(run.best, cost)
     if is_best:
