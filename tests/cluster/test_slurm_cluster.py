@@ -179,7 +179,9 @@ def test_train_two_nodes_cancelled_and_resubmitted_equals_uninterrupted(work, st
 def test_train_time_limit_signal_checkpoint_requeue_finish(work, store):
     # enough epochs that the run cannot finish before the warning even on an idle machine
     # (about 0.6 s per epoch here when idle: 40 epochs once finished inside the first 60 s);
-    # (a released job given TimeLimit=20 once ended FAILED at 0 s here, cause not found; 10 passes)
+    # (a released job once ended FAILED at 0 s: slurmctld.log "Killing non-startable batch JobId=N:
+    # Job credential revoked". The requeue revokes the job's credentials on the nodes, and a
+    # restart in the same second as that revocation is refused; hence StartTime=now+5 below.)
     epochs = 250
     job = _train_job(work, store, "run-timelimit", epochs=epochs,
                      extra_sbatch=("--time=2", "--signal=B:USR1@60"),
@@ -195,7 +197,7 @@ def test_train_time_limit_signal_checkpoint_requeue_finish(work, store):
     assert stopped_at < epochs
     # ... Slurm holds a requeued job for ~2 min (BeginTime) and would warn it again after 10 s:
     # release it now, with room to finish
-    subprocess.run(["scontrol", "update", f"jobid={job}", "StartTime=now", "TimeLimit=10"], check=True)
+    subprocess.run(["scontrol", "update", f"jobid={job}", "StartTime=now+5", "TimeLimit=10"], check=True)
     assert stopped_at >= 1
     info = record(job, f"train.sbatch --time=2 --signal=B:USR1@60: requeued at epoch {stopped_at}",
                   wait_job(job, 600))

@@ -12,6 +12,10 @@ collection, work, score and every choice of the version) and the Discogs-VI ligh
 Every random choice comes from a generator seeded by ``(seed, clique, version)``, so the corpus
 is the same for a seed whatever the number of worker processes. A version that cannot be
 rendered is left out and counted (``failed``); it never stops the others.
+
+``train_only`` (:class:`TrainOnlySpec`, ``--train-only-cliques``) adds cliques of other works to
+the train split alone, from their own seeded streams, leaving the main cliques and the val and
+test split files exactly as they are without them.
 """
 
 from __future__ import annotations
