@@ -52,4 +52,16 @@ def run_on_ranks(fn: Callable[[RankContext], object], devices: int = 1, nodes: i
         ctx = RankContext(rank=fab.global_rank, world_size=fab.world_size, barrier=fab.barrier, device=str(fab.device))
         return fn(ctx)
 
-    return fabric.launch(ranked)
+    result = fabric.launch(ranked)
+    close_process_group()
+    return result
+
+
+def close_process_group() -> None:
+    """Tear down this rank's process group once its work is done. Left to interpreter shutdown,
+    gloo's threads can be destroyed while still joinable: a rank of a finished run then aborts
+    ("terminate called without an active exception") and srun marks the job FAILED."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()

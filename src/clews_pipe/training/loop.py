@@ -171,8 +171,12 @@ def train(conf: DictConfig, out_dir: str | Path, allow_data_change: bool = False
     STOP_SIGNAL = None
     previous = stop.install()  # the CLI installed them already; a signal received since stays requested
     try:
+        from clews_pipe.ranks import close_process_group
+
         fabric = make_fabric(conf.fabric, loggers=[TensorBoardLogger(root_dir=str(out), name="tensorboard", version=0)])
-        return fabric.launch(_train_locked, conf, out, allow_data_change)
+        rows = fabric.launch(_train_locked, conf, out, allow_data_change)
+        close_process_group()
+        return rows
     finally:
         stop.reset()
         stop.restore(previous)
