@@ -9,7 +9,8 @@ from omegaconf import OmegaConf
 
 from clews_pipe.errors import ClewsError
 from clews_pipe.model.run_config import load_train_config
-from clews_pipe.model.layers import GeM, IBN, key_normalise, mid_channels, profile_pitch_class, scale_pitch_class
+from clews_pipe.model.layers import (GeM, IBN, key_normalise, mid_channels, profile_pitch_class, scale_pitch_class,
+                                     scale_triad_pitch_class)
 from clews_pipe.model.network import CLEWS, count_parameters, shingle
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
@@ -169,14 +170,14 @@ def _segment_and_transpositions(low: int = 24) -> torch.Tensor:
     return torch.cat([torch.roll(x, k, dims=2) for k in range(12)], dim=1)
 
 
-@pytest.mark.parametrize("by, low", [("profile", 24), ("scale", 36)])  # scale: content from octave 3 up
+@pytest.mark.parametrize("by, low", [("profile", 24), ("scale", 36), ("scale-triad", 36)])  # scale: content from octave 3 up
 def test_key_normalised_transpositions_agree_up_to_an_octave(by, low):
     out = key_normalise(_segment_and_transpositions(low).reshape(12, 1, 84, 60), 12, by)
     for k in range(12):
         assert any(torch.equal(out[k], torch.roll(out[0], octave, dims=1)) for octave in (-12, 0, 12)), k
 
 
-@pytest.mark.parametrize("by, low", [("profile", 24), ("scale", 36)])
+@pytest.mark.parametrize("by, low", [("profile", 24), ("scale", 36), ("scale-triad", 36)])
 def test_key_normalised_model_embeds_a_transposition_alike(by, low):
     """A segment moved up one bin lands on the same normalised input, so with ``frontend.keynorm``
     the two embed identically; without it they do not."""
@@ -207,3 +208,47 @@ def test_scale_key_by_hand():
     want = torch.zeros_like(h)
     want[:, :, 5:, :] = h[:, :, :-5, :]
     assert torch.equal(out, want) and out[0, 0, 48, 0] == 1.0
+
+
+def test_scale_triad_key_by_hand():
+    """Nine frames of a G major pentatonic tune, G B D G A E B D G (bins 43..52, octave 3 and up):
+    it fits the C, G and D major scales alike (9 votes each), so ``scale`` takes the first, C (0).
+    The tonic triads break the tie: G-B-D holds 7 votes, C-E-G (or A-C-E) 4, D-F#-A (or B-D-F#) 4,
+    so ``scale-triad`` gives 9 + 0.5 * 7 = 12.5 for G against 11 for C and D: 7."""
+    h = torch.zeros(1, 1, 84, 9)
+    for frame, bin_ in enumerate((43, 47, 50, 43, 45, 52, 47, 50, 43)):
+        h[0, 0, bin_, frame] = 1.0
+    assert int(scale_pitch_class(h, 12)) == 0
+    assert int(scale_triad_pitch_class(h, 12)) == 7
+    out = key_normalise(h, 12, "scale-triad")
+    want = torch.zeros_like(h)
+    want[:, :, 5:, :] = h[:, :, :-5, :]  # G (7) to 0 the shorter way: up 5 bins
+    assert torch.equal(out, want)
+
+
+def test_from_octave_feeds_the_network_the_upper_octaves_of_the_whole_prepared_segment():
+    """``frontend.from_octave: 2`` gives the network bins 24.. of what the full preparation (min-max
+    over all 84 bins, key shift) produces, and the first convolution sees 60 bins, not 84."""
+    from clews_pipe.model.layers import CQTPrepare
+
+    torch.manual_seed(0)
+    h = torch.rand(3, 1, 84, 50)
+    full = CQTPrepare(noise=0.0, key_bins=12, key_by="scale")(h)
+    upper = CQTPrepare(noise=0.0, key_bins=12, key_by="scale", first_bin=24)(h)
+    assert torch.equal(upper, full[:, :, 24:, :])
+    conf = load_train_config(CONFIGS / "small-cpu.yaml").model
+    conf.frontend.from_octave = 2
+    model = CLEWS(conf).eval()
+    seen = []
+    model.frontend[1].register_forward_hook(lambda module, inputs, output: seen.append(inputs[0].shape[2]))
+    with torch.no_grad():
+        z = model.embed(torch.rand(1, 2, 84, 200))
+    assert seen == [60] and z.shape == (1, 2, conf.zdim)
+
+
+@pytest.mark.parametrize("value", [-1, 5])
+def test_from_octave_outside_the_cqt_is_one_line(tmp_path, value):
+    path = tmp_path / "c.yaml"
+    path.write_text((CONFIGS / "small-cpu.yaml").read_text())
+    with pytest.raises(ClewsError, match="model.frontend.from_octave"):
+        load_train_config(path, [f"model.frontend.from_octave={value}"])

@@ -14,6 +14,9 @@ from torch import nn
 SCALE_FROM_OCTAVE = 3
 #: the major scale as a pitch-class set, rooted at class 0
 MAJOR_SCALE = (1, 0, 1, 0, 1, 1, 0, 1, 0, 1, 0, 1)
+#: "scale-triad": weight of the tonic triad's votes beside the scale's (chosen on the demo's train
+#: and val splits, README "make demo")
+TRIAD_WEIGHT = 0.5
 
 
 def key_normalise(h: torch.Tensor, bins_per_octave: int, by: str = "profile") -> torch.Tensor:
@@ -33,8 +36,10 @@ def key_normalise(h: torch.Tensor, bins_per_octave: int, by: str = "profile") ->
         key = profile_pitch_class(h, bins_per_octave)
     elif by == "scale":
         key = scale_pitch_class(h, bins_per_octave)
+    elif by == "scale-triad":
+        key = scale_triad_pitch_class(h, bins_per_octave)
     else:
-        raise ValueError(f"unknown key estimate {by!r}: expected profile or scale")
+        raise ValueError(f"unknown key estimate {by!r}: expected profile, scale or scale-triad")
     shift = torch.where(key > bins_per_octave // 2, key - bins_per_octave, key)
     source = torch.arange(f, device=h.device).view(1, f) + shift.view(n, 1)  # output bin b reads b + shift
     inside = (source >= 0) & (source < f)
@@ -57,6 +62,24 @@ def scale_pitch_class(h: torch.Tensor, bins_per_octave: int) -> torch.Tensor:
     A scale, unlike the loudest pitch class, barely moves when an arrangement adds a bass or
     chords or an instrument has a strong fifth harmonic (measured in the README, "make demo").
     """
+    return _scale_fit(_upper_peak_votes(h, bins_per_octave)).argmax(dim=1)
+
+
+def scale_triad_pitch_class(h: torch.Tensor, bins_per_octave: int) -> torch.Tensor:
+    """(N,) :func:`scale_pitch_class` with ties broken by the tonic: each root's scale votes plus
+    :data:`TRIAD_WEIGHT` times the votes on its tonic triad (the major triad on the root, or the
+    minor triad on its relative minor, whichever has more). A melody that leaves out a scale
+    degree fits two neighbouring scales equally; the one whose tonic chord it dwells on wins."""
+    votes = _upper_peak_votes(h, bins_per_octave)
+    root = torch.arange(bins_per_octave, device=h.device)
+    major = votes[:, root] + votes[:, (root + 4) % 12] + votes[:, (root + 7) % 12]
+    minor = votes[:, (root + 9) % 12] + votes[:, root] + votes[:, (root + 4) % 12]
+    return (_scale_fit(votes) + TRIAD_WEIGHT * torch.maximum(major, minor)).argmax(dim=1)
+
+
+def _upper_peak_votes(h: torch.Tensor, bins_per_octave: int) -> torch.Tensor:
+    """(N, 12) per pitch class, the summed level of the frames whose strongest bin from octave
+    :data:`SCALE_FROM_OCTAVE` up (or the top octave of a shorter CQT) is of that class."""
     n, c, f, t = h.shape
     if bins_per_octave != len(MAJOR_SCALE):
         raise ValueError(f"the scale key estimate needs 12 bins per octave, got {bins_per_octave}")
@@ -64,9 +87,14 @@ def scale_pitch_class(h: torch.Tensor, bins_per_octave: int) -> torch.Tensor:
     level, peak = h[:, :, low:, :].max(dim=2)  # (N, C, T)
     votes = torch.zeros(n, bins_per_octave, dtype=h.dtype, device=h.device)
     votes.scatter_add_(1, ((peak + low) % bins_per_octave).reshape(n, -1), level.reshape(n, -1))
-    major = torch.tensor(MAJOR_SCALE, dtype=h.dtype, device=h.device)
-    scales = torch.stack([torch.roll(major, k) for k in range(bins_per_octave)])  # (12 roots, 12 classes)
-    return (votes @ scales.t()).argmax(dim=1)
+    return votes
+
+
+def _scale_fit(votes: torch.Tensor) -> torch.Tensor:
+    """(N, 12 roots): the votes that fall in each root's :data:`MAJOR_SCALE`."""
+    major = torch.tensor(MAJOR_SCALE, dtype=votes.dtype, device=votes.device)
+    scales = torch.stack([torch.roll(major, k) for k in range(len(MAJOR_SCALE))])  # (12 roots, 12 classes)
+    return votes @ scales.t()
 
 
 class CQTPrepare(nn.Module):
@@ -75,7 +103,8 @@ class CQTPrepare(nn.Module):
 
     With ``key_bins`` (bins per octave) the normalised segment is then shifted by
     :func:`key_normalise` (key estimate ``key_by``) before the gain and bias; 0 leaves it where it
-    is (the published network).
+    is (the published network). ``first_bin`` > 0 then drops the bins below it (the network reads
+    the upper octaves only; the normalisation and the key estimate still see them all).
 
     Input/output (N, 1, F, T). The U(0,1) noise comes from torch's global generator (seeded by
     training) unless ``noise`` (same shape) is given: evaluation passes draws seeded per track, so
@@ -83,8 +112,9 @@ class CQTPrepare(nn.Module):
     """
 
     def __init__(self, pow: float = 0.5, noise: float = 1e-6, eps: float = 1e-6, key_bins: int = 0,
-                 key_by: str = "profile"):
+                 key_by: str = "profile", first_bin: int = 0):
         super().__init__()
+        self.first_bin = int(first_bin)
         self.key_bins = int(key_bins)
         self.key_by = str(key_by)
         self.pow = float(pow)
@@ -105,7 +135,7 @@ class CQTPrepare(nn.Module):
             h = self._minmax(h + self.noise * draw)
         if self.key_bins:
             h = key_normalise(h, self.key_bins, self.key_by)
-        return self.gain * h + self.bias
+        return self.gain * h[:, :, self.first_bin:, :] + self.bias
 
 
 class IBN(nn.Module):

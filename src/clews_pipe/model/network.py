@@ -67,7 +67,8 @@ class CLEWS(nn.Module):
         key_bins = int(conf.cqt.nbinsoct) if bool(conf.frontend.get("keynorm", False)) else 0
         self.frontend = nn.Sequential(
             CQTPrepare(pow=float(conf.frontend.cqtpow), key_bins=key_bins,
-                       key_by=str(conf.frontend.get("keynorm_by", "profile"))),
+                       key_by=str(conf.frontend.get("keynorm_by", "profile")),
+                       first_bin=int(conf.frontend.get("from_octave", 0)) * int(conf.cqt.nbinsoct)),
             nn.Conv2d(1, ch_front, (12, 3), stride=(1, 2), bias=False),
             nn.BatchNorm2d(ch_front),
             nn.ReLU(inplace=True),

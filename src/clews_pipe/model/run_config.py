@@ -23,7 +23,7 @@ from clews_pipe.retrieval.redux import Redux
 
 MONITORS = ("nar_map", "map")
 SCHEDULES = ("plateau", "cosine")
-KEY_ESTIMATES = ("profile", "scale")
+KEY_ESTIMATES = ("profile", "scale", "scale-triad")
 
 
 # --------------------------------------------------------------------------------------- data
@@ -63,8 +63,11 @@ class FrontendConfig:
     channels: List[int] = field(default_factory=lambda: [128, 256])
     keynorm: bool = False  # shift each segment's key to pitch class 0 (not in the published network)
     # how keynorm estimates the key: "profile" = the dominant pitch class of the segment's energy;
-    # "scale" = the major scale that best covers each frame's strongest pitch from octave 3 up
+    # "scale" = the major scale that best covers each frame's strongest pitch from octave 3 up;
+    # "scale-triad" = the same, ties broken by the tonic triad
     keynorm_by: str = "profile"
+    # the network reads the prepared CQT from this octave up (0 = every octave, the published network)
+    from_octave: int = 0
 
 
 @dataclass
@@ -113,6 +116,9 @@ class OptimConfig:
     monitor: str = "nar_map"  # "nar_map": minimise sqrt(NAR·(1−MAP)); "map": maximise MAP
     seed: int = 0
     grad_clip: float = 0.0  # max gradient norm; 0 = off
+    # exponential moving average of the weights, updated every step; validation, checkpoint_best
+    # and checkpoint_last's "model" hold the average (what evaluate uses); 0 = off (published)
+    ema_decay: float = 0.0
 
 
 @dataclass
@@ -206,6 +212,8 @@ def validate_train_config(conf: DictConfig, where: str = "config", require_store
     chans = list(m.frontend.channels) + list(m.backbone.channels)
     _check(all(c > 0 and c % 2 == 0 for c in chans), where, "model.backbone.channels", chans,
            "channel counts must be positive and even (IBN splits them in halves)")
+    _check(0 <= m.frontend.from_octave < m.cqt.noctaves - 2, where, "model.frontend.from_octave",
+           m.frontend.from_octave, f"must be in [0, {m.cqt.noctaves - 3}] (the network needs 3 octaves)")
     _check(m.frontend.keynorm_by in KEY_ESTIMATES, where, "model.frontend.keynorm_by", m.frontend.keynorm_by,
            f"expected one of {list(KEY_ESTIMATES)}")
     _check(m.loss.gamma > 0, where, "model.loss.gamma", m.loss.gamma, "must be > 0")
@@ -217,6 +225,7 @@ def validate_train_config(conf: DictConfig, where: str = "config", require_store
     _check(t.plateau_patience >= 0, where, "training.plateau_patience", t.plateau_patience, "must be >= 0")
     _check(t.min_lr >= 0 and math.isfinite(t.min_lr), where, "training.min_lr", t.min_lr, "must be >= 0")
     _check(t.grad_clip >= 0, where, "training.grad_clip", t.grad_clip, "must be >= 0 (0 = off)")
+    _check(0 <= t.ema_decay < 1, where, "training.ema_decay", t.ema_decay, "must be in [0, 1) (0 = off)")
     _check(f.precision in ("32", "32-true", "16-mixed", "bf16-mixed", "64", "64-true"), where,
            "fabric.precision", f.precision, "expected 32, 16-mixed or bf16-mixed")
     for key, name in (("model.loss.redux.pos", m.loss.redux.pos), ("model.loss.redux.neg", m.loss.redux.neg),

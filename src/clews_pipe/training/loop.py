@@ -232,6 +232,7 @@ class _Run:
     start_epoch: int = 0
     best: float = math.inf
     best_epoch: int | None = None
+    average: Any = None  # training.ema_decay's running average of the weights (weight_average.py)
 
     @property
     def last_path(self) -> Path:
@@ -295,6 +296,7 @@ def _build_run(fabric, conf: DictConfig, out: Path, allow_data_change: bool) -> 
     """Loaders, model, optimiser and schedule, restored from checkpoint_last when resuming."""
     from clews_pipe.model.network import CLEWS
     from clews_pipe.training.validate import validation_protocol
+    from clews_pipe.training.weight_average import make_average
 
     conf, state = _resume_state(fabric, conf, out, allow_data_change)
     tconf = conf.training
@@ -305,7 +307,8 @@ def _build_run(fabric, conf: DictConfig, out: Path, allow_data_change: bool) -> 
         model = CLEWS(conf.model, samplerate=int(conf.data.samplerate))
     optimizer = torch.optim.Adam(model.parameters(), lr=float(tconf.lr))
     scheduler = make_scheduler(optimizer, tconf, protocol)
-    run = _Run(conf, out, model, optimizer, scheduler, train_loader, val_loader, protocol)
+    run = _Run(conf, out, model, optimizer, scheduler, train_loader, val_loader, protocol,
+               average=make_average(model, float(tconf.get("ema_decay", 0.0)), fabric.device))
     if state is not None:  # resume: restore before Fabric wraps model and optimizer
         _restore(fabric, run, state)
     elif fabric.global_rank == 0:
@@ -314,7 +317,9 @@ def _build_run(fabric, conf: DictConfig, out: Path, allow_data_change: bool) -> 
 
 
 def _restore(fabric, run: _Run, state: dict) -> None:
-    run.model.load_state_dict(state["model"])
+    from clews_pipe.training.weight_average import restore
+
+    restore(run.model, run.average, state)
     run.optimizer.load_state_dict(state["optimizer"])
     run.scheduler.load_state_dict(state["scheduler"])
     run.start_epoch = int(state["epoch"])
@@ -364,6 +369,7 @@ def _one_epoch(fabric, run: _Run, augment, epoch: int, lr: float) -> dict | None
     None when a stop signal ended the epoch."""
     from clews_pipe.training import stop
     from clews_pipe.training.validate import validate
+    from clews_pipe.training.weight_average import evaluated_network
 
     tconf = run.conf.training
     seed = _epoch_seed(int(tconf.seed), epoch, fabric.global_rank)
@@ -372,7 +378,8 @@ def _one_epoch(fabric, run: _Run, augment, epoch: int, lr: float) -> dict | None
     run.train_loader.batch_sampler.set_epoch(epoch)
     t_epoch = time.perf_counter()
     try:
-        stats = _train_epoch(fabric, run.model, run.optimizer, run.train_loader, augment, generator, run.conf, epoch)
+        stats = _train_epoch(fabric, run.model, run.optimizer, run.train_loader, augment, generator, run.conf, epoch,
+                             run.average)
     except _StopTraining:
         global STOP_SIGNAL
         STOP_SIGNAL = stop.name() or "signal"
@@ -385,7 +392,8 @@ def _one_epoch(fabric, run: _Run, augment, epoch: int, lr: float) -> dict | None
         fabric.barrier()
         return None
     _check_finite(stats.mean_loss(), "training loss", epoch + 1)
-    val = validate(fabric, run.model, run.val_loader, run.conf, desc=f"validate epoch {epoch + 1}")
+    val = validate(fabric, evaluated_network(run.model, run.average), run.val_loader, run.conf,
+                   desc=f"validate epoch {epoch + 1}")
     if epoch == 0 and val["MAP"] >= 0.999:
         rank_zero_print(fabric, "warning: validation MAP is 1.000 after the first epoch: the val split is too easy "
                                 "to rank models (checkpoint_best will freeze); use a larger data.val_split")
@@ -423,9 +431,10 @@ def _epoch_row(epoch: int, stats: EpochStats, val: dict, cost: float, lr: float,
 def _save_epoch(fabric, run: _Run, row: dict, is_best: bool) -> None:
     """Rank 0: checkpoint_last (and best), the metrics row, the epoch line."""
     from clews_pipe.model.checkpoint import save_checkpoint
+    from clews_pipe.training.weight_average import checkpoint_entries
 
     state = {
-        "model": _unwrapped_state_dict(run.model),
+        **checkpoint_entries(_unwrapped_state_dict(run.model), run.average),
         "optimizer": run.optimizer.state_dict(),
         "scheduler": run.scheduler.state_dict(),
         "epoch": row["epoch"],
@@ -449,8 +458,10 @@ def _save_epoch(fabric, run: _Run, row: dict, is_best: bool) -> None:
     )
 
 
-def _train_epoch(fabric, model, optimizer, loader, augment, generator, conf: DictConfig, epoch: int) -> EpochStats:
-    """One pass over this rank's batches; returns its counters summed over ranks."""
+def _train_epoch(fabric, model, optimizer, loader, augment, generator, conf: DictConfig, epoch: int,
+                 average=None) -> EpochStats:
+    """One pass over this rank's batches; returns its counters summed over ranks. ``average``
+    (training.ema_decay) follows the weights after every step."""
     from clews_pipe.progress import progress_bar
     from clews_pipe.training import stop as stop_request
     from clews_pipe.training.loss import loss_from_config
@@ -499,6 +510,8 @@ def _train_epoch(fabric, model, optimizer, loader, augment, generator, conf: Dic
             if float(tconf.grad_clip) > 0:
                 fabric.clip_gradients(model, optimizer, max_norm=float(tconf.grad_clip))
             optimizer.step()
+            if average is not None:
+                average.update_parameters(model)
             loss_sum += value
             n_segments += x.shape[0] * x.shape[1]
             steps += 1
