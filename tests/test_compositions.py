@@ -142,7 +142,7 @@ def test_small_cpu_recipe_config_is_valid():
     conf = load_train_config(Path(__file__).resolve().parents[1] / "configs" / "small-cpu.yaml")
     assert conf.data.block_len % conf.data.shingle_len == 0
     assert conf.data.shingle_len == conf.model.shingling.len == conf.eval.shingle_len
-    assert conf.model.frontend.keynorm and conf.model.frontend.keynorm_by == "scale"  # key invariance by construction: the recipe relies on it
+    assert conf.model.frontend.keynorm and conf.model.frontend.keynorm_by == "scale-triad"  # key invariance by construction: the recipe relies on it
     model = CLEWS(conf.model).eval()
     frames = int(conf.model.shingling.len * 10)
     with torch.no_grad():
